@@ -1,0 +1,61 @@
+"""Strategy choice from the flag, TF_CONFIG, Vertex AI's CLUSTER_SPEC and the GPUs present."""
+
+import json
+
+import pytest
+
+import trainer  # noqa: F401
+from trainer import distribution
+
+TWO_WORKERS = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+ONE_WORKER = {"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
+
+
+@pytest.mark.parametrize("flag, tf_config, gpus, expected", [
+    ("auto", {}, 0, "default"),
+    ("auto", {}, 1, "default"),
+    ("auto", {}, 4, "mirrored"),
+    ("auto", TWO_WORKERS, 0, "multi_worker_mirrored"),
+    ("auto", TWO_WORKERS, 8, "multi_worker_mirrored"),
+    ("auto", ONE_WORKER, 2, "mirrored"),
+    ("one_device", TWO_WORKERS, 4, "one_device"),
+    ("mirrored", {}, 0, "mirrored"),
+    ("multi_worker_mirrored", ONE_WORKER, 0, "multi_worker_mirrored"),
+])
+def test_resolve(flag, tf_config, gpus, expected):
+    assert distribution.resolve(flag, tf_config, gpus) == expected
+
+
+@pytest.mark.parametrize("tf_config, chief", [
+    ({}, True),
+    ({"cluster": {"worker": ["a", "b"]}, "task": {"type": "worker", "index": 0}}, True),
+    ({"cluster": {"worker": ["a", "b"]}, "task": {"type": "worker", "index": 1}}, False),
+    ({"cluster": {"chief": ["c"], "worker": ["a"]}, "task": {"type": "chief", "index": 0}}, True),
+    ({"cluster": {"chief": ["c"], "worker": ["a"]}, "task": {"type": "worker", "index": 0}}, False),
+])
+def test_is_chief(tf_config, chief):
+    assert distribution.is_chief(tf_config) is chief
+
+
+def test_tf_config_is_read_from_the_environment():
+    env = {"TF_CONFIG": json.dumps(TWO_WORKERS)}
+    assert distribution.cluster_spec_from_env(env) == TWO_WORKERS
+    assert distribution.cluster_spec_from_env({}) == {}
+
+
+def test_vertex_cluster_spec_becomes_tf_config():
+    spec = {"cluster": {"workerpool0": ["chief:2222"], "workerpool1": ["w0:2222", "w1:2222"]},
+            "environment": "cloud", "task": {"type": "workerpool1", "index": 1}}
+    tf_config = distribution.cluster_spec_from_env({"CLUSTER_SPEC": json.dumps(spec)})
+    assert tf_config == {"cluster": {"chief": ["chief:2222"], "worker": ["w0:2222", "w1:2222"]},
+                         "task": {"type": "worker", "index": 1}}
+    assert distribution.cluster_size(tf_config) == 3
+    assert not distribution.is_chief(tf_config)
+    chief_spec = dict(spec, task={"type": "workerpool0", "index": 0})
+    assert distribution.is_chief(distribution.cluster_spec_from_env({"CLUSTER_SPEC": json.dumps(chief_spec)}))
+
+
+def test_default_strategy_on_a_single_cpu_machine():
+    strategy, name = distribution.get_strategy("auto", tf_config={})
+    assert name == "default"
+    assert strategy.num_replicas_in_sync == 1

@@ -1,0 +1,91 @@
+"""Training end to end on real data (few examples, one or two epochs): outputs, SavedModel, strategies."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import assert_ok, data_flags, read_metrics, run_trainer
+
+SHORT_RUN = ("--train_examples=3000", "--epochs=1", "--recipe=seed")
+
+
+@pytest.fixture(scope="module")
+def cnn_run(prepared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnn")
+    assert_ok(run_trainer("--model=cnn", f"--output_dir={out}", *SHORT_RUN, *data_flags()))
+    return out
+
+
+def test_a_run_publishes_saved_model_metrics_logs_and_predictions(cnn_run):
+    names = sorted(os.listdir(cnn_run))
+    assert names == ["logs", "metrics.json", "saved_model", "test_predictions.npz"]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(cnn_run / "logs" / "train"))
+    assert not (cnn_run / "checkpoints").exists()  # the preemption backup is removed after success
+
+
+def test_metrics_json_describes_the_run(cnn_run):
+    m = read_metrics(cnn_run)
+    assert m["model"] == "cnn" and m["params"] == 93_322
+    assert m["epochs"] == 1 and m["batch_size"] == 32 and m["recipe"] == "seed"
+    assert m["strategy"] == "default" and m["num_replicas"] == 1 and m["seed"] == 42
+    assert 0.6 < m["test_accuracy"] <= 1.0  # far above chance (0.1) after one short epoch
+    assert m["test_loss"] > 0
+    assert list(m["per_class_accuracy"]) == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                             "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    confusion = np.array(m["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 10_000
+    assert np.isclose(np.trace(confusion) / 10_000, m["test_accuracy"])
+    assert m["train_seconds"] > 0 and m["examples_per_second"] > 0
+    assert m["train_examples"] == 3000 and len(m["history"]) == 1
+    assert set(m["versions"]) == {"python", "tensorflow", "tf_keras", "tensorflow_datasets"}
+    assert m["versions"]["tensorflow"].startswith("2.21")
+    assert m["flags"]["train_examples"] == 3000
+
+
+def test_saved_model_reproduces_test_accuracy_from_raw_uint8_images(cnn_run, prepared_data):
+    import tensorflow_datasets as tfds
+    images, labels = tfds.as_numpy(tfds.load("fashion_mnist", split="test", as_supervised=True, batch_size=-1,
+                                             data_dir=prepared_data, download=False))
+    assert images.dtype == np.uint8
+    serve = tf.saved_model.load(str(cnn_run / "saved_model")).signatures["serving_default"]
+    out = serve(images=tf.constant(images[..., 0]))  # [N, 28, 28], as the data set stores them
+    assert out["probabilities"].shape == (10_000, 10)
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = float(np.mean(out["class_id"].numpy() == labels))
+    assert accuracy == pytest.approx(read_metrics(cnn_run)["test_accuracy"], abs=2e-4)
+    with_channel = serve(images=tf.constant(images[:64]))  # [N, 28, 28, 1] gives the same answer
+    np.testing.assert_array_equal(with_channel["class_id"].numpy(), out["class_id"].numpy()[:64])
+    class_names = list(read_metrics(cnn_run)["per_class_accuracy"])
+    assert [n.decode() for n in out["class_name"].numpy()[:20]] == [class_names[i] for i in out["class_id"][:20]]
+    kept = np.load(cnn_run / "test_predictions.npz")
+    np.testing.assert_array_equal(kept["label"], labels)
+    assert np.mean(kept["class_id"] == out["class_id"].numpy()) > 0.999
+
+
+def test_overwrite_replaces_a_finished_run(cnn_run, tmp_path):
+    for name in os.listdir(cnn_run):
+        os.system(f"cp -r '{cnn_run / name}' '{tmp_path}'")
+    result = run_trainer("--model=mlp", f"--output_dir={tmp_path}", "--overwrite", "--train_examples=1000",
+                         "--epochs=1", "--recipe=seed", *data_flags())
+    assert_ok(result)
+    assert read_metrics(tmp_path)["model"] == "mlp"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no staging left behind
+
+
+def test_mirrored_over_two_cpu_devices_trains_like_one_device(prepared_data, tmp_path):
+    common = ("--model=mlp", "--train_examples=4000", "--epochs=2", "--batch_size=64", "--recipe=seed",
+              *data_flags())
+    assert_ok(run_trainer(*common, "--strategy=one_device", f"--output_dir={tmp_path / 'one'}",
+                          script="two_logical_cpus.py"))
+    assert_ok(run_trainer(*common, "--strategy=mirrored", f"--output_dir={tmp_path / 'two'}",
+                          script="two_logical_cpus.py"))
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert (one["strategy"], one["num_replicas"]) == ("one_device", 1)
+    assert (two["strategy"], two["num_replicas"]) == ("mirrored", 2)
+    # Two replicas of a batch of 64 make the same update as one device's 64: the runs barely differ.
+    assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.01)
+    for a, b in zip(one["history"], two["history"]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.02)

@@ -1,0 +1,96 @@
+"""Choosing the tf.distribute strategy, and who in a cluster is the chief.
+
+One function, `get_strategy`, maps the `--strategy` flag to a strategy, as TensorFlow Model Garden does. It must run
+before any other TensorFlow op: MultiWorkerMirroredStrategy configures the runtime's collectives when created.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+
+def cluster_spec_from_env(environ=None):
+    """The `TF_CONFIG` dict of this process ({} if unset).
+
+    Vertex AI sets `TF_CONFIG` for TensorFlow jobs; where only its `CLUSTER_SPEC` is present (custom containers
+    can see either), the same cluster and task are derived from it. Vertex names its replica pools
+    `workerpool0..3`; pool 0 is the chief, pools 1 and 2 are workers (pool 3 would be a reduction server, which
+    takes no part in TensorFlow's collectives).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("TF_CONFIG"):
+        return json.loads(environ["TF_CONFIG"])
+    if environ.get("CLUSTER_SPEC"):
+        spec = json.loads(environ["CLUSTER_SPEC"])
+        pools = spec.get("cluster", {})
+        task = spec.get("task", {})
+        cluster = {}
+        if pools.get("workerpool0"):
+            cluster["chief"] = pools["workerpool0"]
+        workers = list(pools.get("workerpool1", [])) + list(pools.get("workerpool2", []))
+        if workers:
+            cluster["worker"] = workers
+        pool, index = task.get("type", "workerpool0"), int(task.get("index", 0))
+        if pool == "workerpool0":
+            task_type = "chief"
+        else:
+            task_type = "worker"
+            if pool == "workerpool2":
+                index += len(pools.get("workerpool1", []))
+        return {"cluster": cluster, "task": {"type": task_type, "index": index}}
+    return {}
+
+
+def cluster_size(tf_config):
+    """Number of chief + worker tasks in a TF_CONFIG dict (0 without a cluster)."""
+    cluster = tf_config.get("cluster", {})
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
+def is_chief(tf_config):
+    """The chief writes outputs: the `chief` task, or worker 0 when the cluster has no chief."""
+    task = tf_config.get("task", {})
+    task_type, index = task.get("type"), int(task.get("index", 0))
+    if not task_type:
+        return True
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and index == 0 and "chief" not in tf_config.get("cluster", {})
+
+
+def resolve(name, tf_config, num_gpus):
+    """The concrete strategy name that `name` means here (resolves `auto`)."""
+    if name != "auto":
+        return name
+    if cluster_size(tf_config) > 1:
+        return "multi_worker_mirrored"
+    if num_gpus > 1:
+        return "mirrored"
+    return "default"
+
+
+def get_strategy(name, tf_config=None):
+    """Creates the strategy for `--strategy=name`; returns (strategy, resolved name)."""
+    tf_config = cluster_spec_from_env() if tf_config is None else tf_config
+    gpus = tf.config.list_physical_devices("GPU")
+    resolved = resolve(name, tf_config, len(gpus))
+    if resolved == "multi_worker_mirrored":
+        if tf_config and not os.environ.get("TF_CONFIG"):
+            # Derived from Vertex's CLUSTER_SPEC: the cluster resolver reads TF_CONFIG.
+            os.environ["TF_CONFIG"] = json.dumps(tf_config)
+        implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
+                          else tf.distribute.experimental.CommunicationImplementation.RING)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
+    elif resolved == "mirrored":
+        # All GPUs; on a machine without, all logical CPU devices (tests split the CPU in two).
+        devices = [d.name for d in tf.config.list_logical_devices("GPU" if gpus else "CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+    elif resolved == "one_device":
+        # A MirroredStrategy over one device rather than OneDeviceStrategy: the same placement, and Keras's
+        # BackupAndRestore (preemption) supports it, which it does not for OneDeviceStrategy.
+        strategy = tf.distribute.MirroredStrategy(devices=["/gpu:0" if gpus else "/cpu:0"])
+    else:
+        strategy = tf.distribute.get_strategy()
+    return strategy, resolved

@@ -1,0 +1,67 @@
+"""The model registry: a new model is one `@register` function.
+
+Each builder returns an uncompiled tf-keras model that maps float32 images in [0, 1] to class probabilities. The
+`mlp` and `cnn` entries are the seed notebook's networks, layer for layer (109,386 and 93,322 parameters); the
+data pipeline reshapes images to the model's input shape, so the seed's `(28, 28)` MLP input stays as it was.
+
+tf-keras (Keras 2) rather than Keras 3: Keras 3's `fit` fails under MultiWorkerMirroredStrategy
+(keras-team/keras#20585).
+"""
+
+import dataclasses
+from typing import Callable, Tuple
+
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[], "object"]
+    input_shape: Tuple[int, ...]
+
+
+_REGISTRY = {}
+
+
+def register(name: str, input_shape: Tuple[int, ...]):
+    def decorator(build):
+        _REGISTRY[name] = ModelSpec(name=name, build=build, input_shape=input_shape)
+        return build
+    return decorator
+
+
+def names():
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    return _REGISTRY[name]
+
+
+@register("mlp", input_shape=(28, 28))
+def mlp():
+    """The seed's multilayer perceptron: two hidden layers, 109,386 parameters."""
+    from tf_keras import layers, models
+    return models.Sequential([
+        layers.Flatten(input_shape=(28, 28)),
+        layers.Dense(128, activation="relu"),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="mlp")
+
+
+@register("cnn", input_shape=(28, 28, 1))
+def cnn():
+    """The seed's convolutional network: three 3x3 convolutions, two max-pools, 93,322 parameters."""
+    from tf_keras import layers, models
+    return models.Sequential([
+        layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="cnn")

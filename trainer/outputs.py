@@ -1,0 +1,170 @@
+"""Where a run's results go, local or Cloud Storage, written so that a crash never leaves a result that looks done.
+
+Everything a run produces is first written to a local staging folder. Publishing then moves (local) or uploads
+(gs://) each item into place and writes `metrics.json` last: its presence is the commit marker that says the run
+finished. A crashed or preempted run leaves no metrics.json, so nothing mistakes its leftovers for a result.
+
+Cloud Storage goes through `google-cloud-storage` rather than TensorFlow's own gs:// file system: the client
+library honours `STORAGE_EMULATOR_HOST` (tests run against a local emulator) and reports a missing bucket or
+missing credentials clearly, which is checked before training starts.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+from trainer.errors import UserError
+
+METRICS_FILE = "metrics.json"
+
+
+def is_gcs(path):
+    return str(path).startswith("gs://")
+
+
+def split_gcs(url):
+    """gs://bucket/a/b -> ("bucket", "a/b")."""
+    bucket, _, prefix = url[len("gs://"):].partition("/")
+    return bucket, prefix.strip("/")
+
+
+def open_output(url):
+    return GcsOutput(url) if is_gcs(url) else LocalOutput(url)
+
+
+class LocalOutput:
+    """A run's output folder on a local (or mounted) file system."""
+
+    def __init__(self, path):
+        self.url = os.path.abspath(path)
+
+    def child(self, name):
+        return os.path.join(self.url, name)
+
+    def check_writable(self):
+        """Creates the folder and proves it is writable, or says why not."""
+        if os.path.exists(self.url) and not os.path.isdir(self.url):
+            raise UserError(f"--output_dir={self.url} is a file, not a folder: give a folder path.")
+        try:
+            os.makedirs(self.url, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.url, prefix=".write-test-"):
+                pass
+        except OSError as error:
+            raise UserError(f"cannot write to --output_dir={self.url} ({error.strerror}): "
+                            "choose a folder you can write to.") from None
+
+    def is_finished(self):
+        return os.path.exists(self.child(METRICS_FILE))
+
+    def read_metrics(self):
+        with open(self.child(METRICS_FILE)) as f:
+            return json.load(f)
+
+    def unmark_finished(self):
+        """First step of --overwrite: the old result stops looking done before anything of it is replaced."""
+        if self.is_finished():
+            os.remove(self.child(METRICS_FILE))
+
+    def new_staging_dir(self):
+        """Staging inside the output folder itself, so that publishing is a rename on the same file system."""
+        return tempfile.mkdtemp(dir=self.url, prefix=".staging-")
+
+    def publish(self, staging_dir, metrics):
+        for name in sorted(os.listdir(staging_dir)):
+            target = self.child(name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+            os.replace(os.path.join(staging_dir, name), target)
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        temporary = self.child(f".{METRICS_FILE}.tmp")
+        with open(temporary, "w") as f:
+            json.dump(metrics, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.child(METRICS_FILE))
+
+
+class GcsOutput:
+    """A run's output prefix in Cloud Storage (gs://bucket/prefix), through google-cloud-storage."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+        self.bucket_name, self.prefix = split_gcs(self.url)
+        self._bucket = None
+
+    def child(self, name):
+        return f"{self.url}/{name}"
+
+    def _blob_name(self, relative):
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    @property
+    def bucket(self):
+        if self._bucket is None:
+            from google.auth import exceptions as auth_exceptions
+            from google.cloud import storage
+            try:
+                client = storage.Client()
+            except auth_exceptions.DefaultCredentialsError:
+                raise UserError(
+                    f"no Google Cloud credentials to write {self.url}: run `gcloud auth application-default login`, "
+                    "set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account (Workload Identity on "
+                    "Kubernetes, the job's service account on Vertex AI).") from None
+            self._bucket = client.bucket(self.bucket_name)
+        return self._bucket
+
+    def check_writable(self):
+        """Fails fast, before any training, when the bucket is missing or cannot be written."""
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+        try:
+            if not self.bucket.exists():
+                raise UserError(f"bucket gs://{self.bucket_name} does not exist: create it "
+                                f"(`gcloud storage buckets create gs://{self.bucket_name}`) or fix --output_dir.")
+            probe = self.bucket.blob(self._blob_name(".write-test"))
+            probe.upload_from_string(b"")
+            probe.delete()
+        except (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.GoogleAuthError) as error:
+            raise UserError(f"cannot write to {self.url} ({error.__class__.__name__}): grant the job's service "
+                            "account roles/storage.objectAdmin on the bucket, or fix --output_dir.") from None
+
+    def is_finished(self):
+        return self.bucket.blob(self._blob_name(METRICS_FILE)).exists()
+
+    def read_metrics(self):
+        return json.loads(self.bucket.blob(self._blob_name(METRICS_FILE)).download_as_bytes())
+
+    def unmark_finished(self):
+        if self.is_finished():
+            self.bucket.blob(self._blob_name(METRICS_FILE)).delete()
+
+    def new_staging_dir(self):
+        return tempfile.mkdtemp(prefix="fmnist-staging-")
+
+    def publish(self, staging_dir, metrics):
+        for root, _, files in os.walk(staging_dir):
+            for name in sorted(files):
+                local = os.path.join(root, name)
+                relative = os.path.relpath(local, staging_dir).replace(os.sep, "/")
+                self.bucket.blob(self._blob_name(relative)).upload_from_filename(local)
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        self.bucket.blob(self._blob_name(METRICS_FILE)).upload_from_string(
+            json.dumps(metrics, indent=2), content_type="application/json")
+
+
+def download(url, local_dir):
+    """Copies a finished run (local path or gs:// prefix) into `local_dir`; returns the local folder to read."""
+    if not is_gcs(url):
+        return url
+    from google.cloud import storage
+    bucket_name, prefix = split_gcs(url)
+    client = storage.Client()
+    for blob in client.list_blobs(bucket_name, prefix=f"{prefix}/" if prefix else None):
+        relative = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
+        target = os.path.join(local_dir, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        blob.download_to_filename(target)
+    return local_dir

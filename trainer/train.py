@@ -1,0 +1,190 @@
+"""One training run, top to bottom: strategy -> data -> model -> fit -> evaluate -> export -> publish.
+
+Preemption: Keras's `BackupAndRestore` keeps the training state in the checkpoint folder at every epoch end; a
+rerun of the same command resumes from the last finished epoch and the backup is deleted once training succeeds.
+
+Many workers: every worker runs this same code in lockstep. Only the chief publishes; the others evaluate and
+export into a temporary folder that they delete (TensorFlow's documented pattern), so their work is identical
+to the chief's and nothing of theirs lands in the output location.
+"""
+
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+import tf_keras
+from absl import logging
+
+from trainer import data, distribution, evaluate, export, models, outputs
+from trainer.errors import UserError
+
+HISTORY_FILE = "history.json"
+
+
+def run(cfg):
+    """Trains, evaluates and exports one model as `cfg` says; returns the metrics dict it published."""
+    tf_config = distribution.cluster_spec_from_env()
+    chief = distribution.is_chief(tf_config)
+
+    # The output location is checked before anything else, so a bad one fails in seconds, not after training.
+    output = outputs.open_output(cfg.output_dir)
+    output.check_writable()
+    if output.is_finished():
+        if not cfg.overwrite:
+            raise UserError(f"{cfg.output_dir} already holds a finished run (metrics.json): pass --overwrite "
+                            "to replace it, or choose another --output_dir.")
+        if chief:
+            output.unmark_finished()
+
+    strategy, strategy_name = distribution.get_strategy(cfg.strategy, tf_config)
+
+    builder = data.prepare(cfg.data_dir, cfg.tfds_manual_dir)
+    recipe = cfg.recipe
+    spec = models.get(cfg.model)
+    train_examples = cfg.train_examples or data.TRAIN_SIZE
+    steps_per_epoch = math.ceil(train_examples / recipe.batch_size)
+    tf_keras.utils.set_random_seed(cfg.seed)
+    train_ds = data.train_dataset(builder, recipe.batch_size, spec.input_shape, cfg.seed, cfg.train_examples)
+
+    with strategy.scope():
+        model = spec.build()
+        model.compile(
+            optimizer=tf_keras.optimizers.Adam(learning_rate=learning_rate(recipe, steps_per_epoch)),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=recipe.steps_per_execution,
+            jit_compile=recipe.jit_compile,
+        )
+    logging.info("Training %s (%d parameters) with recipe %s: %d epochs, global batch %d on %d replica(s), "
+                 "strategy %s.", cfg.model, model.count_params(), recipe.name, recipe.epochs, recipe.batch_size,
+                 strategy.num_replicas_in_sync, strategy_name)
+
+    # The chief stages what it will publish; other workers write the same files somewhere they then delete.
+    staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
+    log_dir = cfg.tensorboard_dir if (chief and cfg.tensorboard_dir) else (
+        output.child("logs") if chief and isinstance(output, outputs.LocalOutput) else os.path.join(staging, "logs"))
+    history = EpochHistory(os.path.join(cfg.checkpoint_dir, HISTORY_FILE), write=chief)
+    callbacks = [
+        tf_keras.callbacks.BackupAndRestore(backup_dir=cfg.checkpoint_dir),
+        tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch", profile_batch=0),
+        history,
+    ]
+    started = time.perf_counter()
+    model.fit(train_ds, epochs=recipe.epochs, callbacks=callbacks, verbose=2)
+    train_seconds = time.perf_counter() - started
+
+    # Evaluate and export a plain, single-device copy: the same weights, free of the strategy's variables, so
+    # evaluation needs no collectives and the SavedModel loads anywhere.
+    plain_model = spec.build()
+    plain_model.set_weights(model.get_weights())
+    test_ds = data.test_dataset(builder, 1000, spec.input_shape)
+    probabilities, labels = evaluate.predict(plain_model, test_ds)
+    test_metrics, predicted = evaluate.summarize(probabilities, labels)
+    export.export_saved_model(plain_model, spec.input_shape, os.path.join(staging, "saved_model"))
+    np.savez_compressed(os.path.join(staging, "test_predictions.npz"),
+                        class_id=predicted.astype(np.uint8), label=labels.astype(np.uint8))
+
+    epochs_run = history.epochs_this_run
+    metrics = {
+        "model": cfg.model,
+        "params": int(model.count_params()),
+        **test_metrics,
+        "recipe": recipe.name,
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "learning_rate": recipe.learning_rate,
+        "strategy": strategy_name,
+        "num_replicas": int(strategy.num_replicas_in_sync),
+        "num_workers": max(1, distribution.cluster_size(tf_config)),
+        "seed": cfg.seed,
+        "train_examples": train_examples,
+        "train_seconds": round(train_seconds, 3),
+        "examples_per_second": round(train_examples * epochs_run / train_seconds, 1) if epochs_run else None,
+        "resumed_from_epoch": history.resumed_from_epoch,
+        "history": history.rows,
+        "saved_model": output.child("saved_model"),
+        "versions": versions(),
+        "flags": cfg.flags,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if chief:
+        output.publish(staging, metrics)
+        history.delete()
+        logging.info("Test accuracy %.4f, loss %.4f; results in %s", metrics["test_accuracy"],
+                     metrics["test_loss"], cfg.output_dir)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+    return metrics
+
+
+def learning_rate(recipe, steps_per_epoch):
+    """The recipe's learning rate: a constant, or linear warm-up then cosine decay to zero over the run."""
+    if recipe.schedule == "constant":
+        return recipe.learning_rate
+    if recipe.schedule == "warmup_cosine":
+        total = recipe.epochs * steps_per_epoch
+        warmup = int(recipe.warmup_epochs * steps_per_epoch)
+        return tf_keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else recipe.learning_rate, decay_steps=max(1, total - warmup),
+            warmup_target=recipe.learning_rate if warmup else None, warmup_steps=warmup)
+    raise ValueError(f"unknown schedule {recipe.schedule!r}")
+
+
+class EpochHistory(tf_keras.callbacks.Callback):
+    """Per-epoch loss, accuracy and time, kept beside the backup so a resumed run still has its whole history.
+
+    It also says, in the log, when a run resumes from a backup instead of starting afresh.
+    """
+
+    def __init__(self, path, write):
+        super().__init__()
+        self.path, self.write = path, write
+        self.rows, self.resumed_from_epoch, self.epochs_this_run = [], 0, 0
+        self._first_epoch, self._epoch_started = True, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            self._first_epoch = False
+            if epoch > 0:
+                self.resumed_from_epoch = epoch
+                if tf.io.gfile.exists(self.path):
+                    with tf.io.gfile.GFile(self.path) as f:
+                        self.rows = [row for row in json.load(f) if row["epoch"] <= epoch]
+                logging.info("Resumed from the backup in %s: epochs 1-%d were done, continuing at epoch %d.",
+                             os.path.dirname(self.path), epoch, epoch + 1)
+        self._epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_started, 3)}
+        row.update({key: float(value) for key, value in (logs or {}).items()})
+        self.rows.append(row)
+        self.epochs_this_run += 1
+        if self.write:
+            tf.io.gfile.makedirs(os.path.dirname(self.path))
+            with tf.io.gfile.GFile(self.path + ".tmp", "w") as f:
+                json.dump(self.rows, f)
+            tf.io.gfile.rename(self.path + ".tmp", self.path, overwrite=True)
+
+    def delete(self):
+        """After success, like the backup itself: nothing is left to resume."""
+        if self.write and tf.io.gfile.exists(self.path):
+            tf.io.gfile.remove(self.path)
+        directory = os.path.dirname(self.path)
+        if self.write and tf.io.gfile.isdir(directory) and not tf.io.gfile.listdir(directory):
+            tf.io.gfile.rmtree(directory)
+
+
+def versions():
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tf_keras": tf_keras.__version__,
+        "tensorflow_datasets": tfds.__version__,
+    }
