@@ -54,3 +54,36 @@ def read_metrics(output_dir):
 
 def assert_ok(result):
     assert result.returncode == 0, f"trainer failed ({result.returncode}):\n{result.stderr[-4000:]}"
+
+
+def free_ports(count):
+    """Ports free on loopback right now (the OS picks them; the sockets are closed before use)."""
+    import socket
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def worker_tf_configs(count):
+    """TF_CONFIG values for `count` workers on localhost, as a cluster scheduler would set them."""
+    hosts = [f"localhost:{port}" for port in free_ports(count)]
+    return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
+            for i in range(count)]
+
+
+def start_trainer(*args, env=None, log_path, script=None):
+    """Starts the trainer in the background, its output going to `log_path`; returns the Popen."""
+    entry = [str(ROOT / "tests" / script)] if script else ["-m", "trainer.task"]
+    log = open(log_path, "w")
+    return subprocess.Popen([sys.executable, *entry, *args], cwd=ROOT, env=trainer_env(env),
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_all(processes, timeout=600):
+    return [p.wait(timeout=timeout) for p in processes]

@@ -67,7 +67,13 @@ class LocalOutput:
             os.remove(self.child(METRICS_FILE))
 
     def new_staging_dir(self):
-        """Staging inside the output folder itself, so that publishing is a rename on the same file system."""
+        """Staging inside the output folder itself, so that publishing is a rename on the same file system.
+
+        A crashed run's staging folder is removed first: it never holds anything a rerun needs.
+        """
+        for name in os.listdir(self.url):
+            if name.startswith(".staging-"):
+                shutil.rmtree(os.path.join(self.url, name), ignore_errors=True)
         return tempfile.mkdtemp(dir=self.url, prefix=".staging-")
 
     def publish(self, staging_dir, metrics):

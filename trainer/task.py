@@ -20,16 +20,27 @@ def main(argv):
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}: every setting is a --flag (see --helpshort).")
     try:
         cfg = config.from_flags(FLAGS)
-        from trainer import train  # imports TensorFlow: after the flags are known to be good
+    except UserError as error:
+        _fail(str(error))
+    from trainer import train  # imports TensorFlow: only once the flags are known to be good
+    import tensorflow as tf
+    try:
         train.run(cfg)
     except UserError as error:
         _fail(str(error))
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+        # A peer worker died (preempted, evicted, crashed): every worker's collectives abort. Rerunning the job
+        # resumes from the last backup, so say that rather than dump a stack of collective-op frames.
+        first_line = str(error).strip().splitlines()[-3 if len(str(error).splitlines()) > 2 else 0][:300]
+        _fail(f"lost contact with another worker ({type(error).__name__}: {first_line}). "
+              f"The job stopped; rerun every worker with the same flags to resume from the last backup in "
+              f"{cfg.checkpoint_dir}.", status=1)
 
 
-def _fail(message):
+def _fail(message, status=2):
     logging.flush()
     print(f"fmnist-train: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 def run():

@@ -8,6 +8,7 @@ export into a temporary folder that they delete (TensorFlow's documented pattern
 to the chief's and nothing of theirs lands in the output location.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -44,6 +45,9 @@ def run(cfg):
             output.unmark_finished()
 
     strategy, strategy_name = distribution.get_strategy(cfg.strategy, tf_config)
+    check_checkpoint_dir(cfg.checkpoint_dir)
+    logging.info("Preemption backup in %s; TensorBoard logs in %s.", cfg.checkpoint_dir,
+                 cfg.tensorboard_dir or output.child("logs"))
 
     builder = data.prepare(cfg.data_dir, cfg.tfds_manual_dir)
     recipe = cfg.recipe
@@ -84,6 +88,8 @@ def run(cfg):
     # evaluation needs no collectives and the SavedModel loads anywhere.
     plain_model = spec.build()
     plain_model.set_weights(model.get_weights())
+    fingerprint = weights_fingerprint(plain_model)
+    logging.info("Trained weights fingerprint (sha256): %s", fingerprint)
     test_ds = data.test_dataset(builder, 1000, spec.input_shape)
     probabilities, labels = evaluate.predict(plain_model, test_ds)
     test_metrics, predicted = evaluate.summarize(probabilities, labels)
@@ -108,6 +114,7 @@ def run(cfg):
         "train_seconds": round(train_seconds, 3),
         "examples_per_second": round(train_examples * epochs_run / train_seconds, 1) if epochs_run else None,
         "resumed_from_epoch": history.resumed_from_epoch,
+        "weights_sha256": fingerprint,
         "history": history.rows,
         "saved_model": output.child("saved_model"),
         "versions": versions(),
@@ -122,6 +129,21 @@ def run(cfg):
     else:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+def check_checkpoint_dir(path):
+    """The backup is written through TensorFlow's file systems: prove they can write there before training."""
+    probe = f"{path.rstrip('/')}/.write-test-{os.getpid()}"
+    try:
+        tf.io.gfile.makedirs(path)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as error:
+        hint = (" TensorFlow's gs:// ignores STORAGE_EMULATOR_HOST: with an emulator, pass a local --checkpoint_dir."
+                if path.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST") else "")
+        raise UserError(f"cannot write the preemption backup to --checkpoint_dir={path} "
+                        f"({type(error).__name__}); choose a writable folder or gs:// prefix.{hint}") from None
 
 
 def learning_rate(recipe, steps_per_epoch):
@@ -179,6 +201,14 @@ class EpochHistory(tf_keras.callbacks.Callback):
         directory = os.path.dirname(self.path)
         if self.write and tf.io.gfile.isdir(directory) and not tf.io.gfile.listdir(directory):
             tf.io.gfile.rmtree(directory)
+
+
+def weights_fingerprint(model):
+    """A hash of every trained weight: workers that trained in lockstep report the same one."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
 
 
 def versions():
