@@ -32,8 +32,10 @@ spec="$jobs_dir/customjob-$spec_name.yaml"
 [[ -f "$spec" ]] || { echo "$0: no spec $spec (choose gpu or multi-worker)" >&2; exit 2; }
 
 gcloud_cmd="${GCLOUD:-gcloud}"
-bucket="${BUCKET:?set BUCKET to the Cloud Storage bucket for the outputs (without gs://)}"
+bucket="${BUCKET:-}"
 bucket="${bucket#gs://}"
+bucket="${bucket%/}"
+[[ -n "$bucket" ]] || { echo "$0: set BUCKET to the Cloud Storage bucket for the outputs" >&2; exit 2; }
 project="${PROJECT_ID:-}"
 if [[ -z "$project" ]]; then
   project="$("$gcloud_cmd" config get-value project 2>/dev/null || true)"
