@@ -18,15 +18,29 @@ TRAIN := $(PY) -m trainer.task --data_dir=$(DATA_DIR) $(if $(TFDS_MANUAL_DIR),--
 	--recipe=$(RECIPE) $(if $(EPOCHS),--epochs=$(EPOCHS)) --overwrite
 DATA_STAMP := $(DATA_DIR)/fashion_mnist/3.0.1/dataset_info.json
 
-.PHONY: setup data run test reproduce constraints clean
+LINT_VENV := build/lint-venv
+
+.PHONY: setup lint-venv data run test reproduce constraints clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-test.txt constraints.txt setup.py
+# The trainer's runtime, the report's figures (matplotlib) and the test tools, all pinned, in .venv/.
+$(VENV)/.installed: requirements.txt requirements-test.txt requirements-report.txt constraints.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt -c constraints.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt -r requirements-report.txt \
+		-c constraints.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# The launchers' static checkers (checkov, kubectl's kustomize, shellcheck) in a venv of their own: checkov's
+# pins clash with the trainer's. tests/test_launchers.py runs them from here.
+lint-venv: $(LINT_VENV)/.installed
+
+$(LINT_VENV)/.installed: requirements-lint.txt constraints-lint.txt
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LINT_VENV)/bin/python -m pip install --quiet -r requirements-lint.txt -c constraints-lint.txt
 	touch $@
 
 data: $(DATA_STAMP)
@@ -40,7 +54,7 @@ run: setup data
 	$(TRAIN) --model=cnn --output_dir=$(OUT)/cnn
 	$(PY) -m trainer.compare $(OUT)/mlp $(OUT)/cnn
 
-test: setup data
+test: setup lint-venv data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## The seed's two 10-epoch runs with the seed recipe; fails unless they reach the notebook's accuracy.

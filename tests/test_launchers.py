@@ -80,13 +80,24 @@ def env_of(c):
     return {e["name"]: e for e in c.get("env", [])}
 
 
+def documented_overlay(folder):
+    """docs/launch.md's example deployment overlay, written to `folder` (its base made relative to there)."""
+    text = (ROOT / "docs" / "launch.md").read_text()
+    block = re.search(r"<!-- deployment-overlay -->\n```yaml\n(.*?)```", text, re.S).group(1)
+    assert "  - ../gpu " in block
+    base = os.path.relpath(ROOT / "k8s" / "overlays" / "gpu", folder)
+    (folder / "kustomization.yaml").write_text(block.replace("  - ../gpu ", f"  - {base} ", 1))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """{name: (path, docs)} of every kustomization, rendered by kubectl's built-in kustomize."""
+    """{name: (path, docs)} of every kustomization (and the docs' example overlay), rendered by kubectl."""
     kubectl = lint_tool("kubectl")
     out = tmp_path_factory.mktemp("rendered")
+    folders = {**KUSTOMIZATIONS, "docs-example": documented_overlay(tmp_path_factory.mktemp("docs-overlay"))}
     result = {}
-    for name, folder in KUSTOMIZATIONS.items():
+    for name, folder in folders.items():
         proc = run([kubectl, "kustomize", folder])
         assert proc.returncode == 0, f"kubectl kustomize {folder} failed:\n{proc.stderr}"
         path = out / f"{name}.yaml"
@@ -309,6 +320,17 @@ def test_overlays_pick_their_image_and_hardware(rendered):
     for name in ("base", "cpu", "gpu"):
         job = find(rendered[name][1], "Job")
         assert "completionMode" not in job["spec"] and "command" not in container(job), name  # ENTRYPOINT
+
+
+def test_the_documented_deployment_overlay_replaces_every_placeholder(rendered):
+    path, docs = rendered["docs-example"]
+    assert not re.search(r"PROJECT_ID|REGION|BUCKET", path.read_text())
+    assert container(find(docs, "Job"))["image"] == (
+        "us-central1-docker.pkg.dev/my-project/fmnist/fmnist-trainer@sha256:" + "0123456789abcdef" * 4)
+    assert find(docs, "ServiceAccount")["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == \
+        "fmnist-trainer@my-project.iam.gserviceaccount.com"
+    # The shipped overlays are the ones with placeholders.
+    assert "PROJECT_ID" in rendered["gpu"][0].read_text()
 
 
 def test_multi_worker_job_is_an_indexed_job_behind_a_headless_service(rendered):

@@ -100,11 +100,12 @@ def load_predictions(url, local):
                         "McNemar's test: rerun the training with --overwrite to keep them.")
     try:
         with np.load(path) as npz:
+            missing = [key for key in ("class_id", "label") if key not in npz.files]
+            if missing:
+                raise UserError(f"{url}/{PREDICTIONS_FILE} lacks the array(s) {', '.join(missing)} (it has "
+                                f"{', '.join(npz.files) or 'none'}): rerun the training with --overwrite.")
             predicted, labels = npz["class_id"], npz["label"]
-    except KeyError as error:
-        raise UserError(f"{url}/{PREDICTIONS_FILE} lacks the array {error}: expected `class_id` and `label`; "
-                        "rerun the training with --overwrite.") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise UserError(f"cannot read {url}/{PREDICTIONS_FILE} ({error}): rerun the training with "
                         "--overwrite.") from None
     if predicted.ndim != 1 or predicted.shape != labels.shape:

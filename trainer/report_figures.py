@@ -48,12 +48,12 @@ def per_class_accuracy(runs, path):
     ax.set_xlim(0, 1.1)
     ax.set_xticks(np.linspace(0, 1, 6))
     ax.set_xlabel("test accuracy of the class (fraction of its test images classified correctly)")
-    ax.set_title("Per-class test accuracy")
+    ax.set_title("Per-class test accuracy", pad=26 if k <= 4 else 40)
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09 - 0.25 / len(classes)), ncol=min(k, 4), frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(k, 4), frameon=False)
     return _save(fig, path)
 
 
@@ -75,7 +75,7 @@ def confusion_matrix(run, path):
         for p in range(n):
             value = matrix[t, p]
             shade = (correct_norm if t == p else error_norm)(value)
-            ax.text(p, t, f"{value}", ha="center", va="center", fontsize=8 if value < 1000 else 7,
+            ax.text(p, t, f"{value}", ha="center", va="center", fontsize=9.5 if value < 1000 else 8.5,
                     color="white" if shade > 0.55 else ("#888888" if value == 0 else "black"))
     ax.set_xticks(range(n), classes, rotation=40, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(n), classes)
@@ -107,7 +107,7 @@ def confusion_change(base, other, path):
         for p in range(n):
             value = change[t, p]
             strong = abs(goodness[t, p]) / limit > 0.6
-            ax.text(p, t, f"{value:+d}" if value else "0", ha="center", va="center", fontsize=8,
+            ax.text(p, t, f"{value:+d}" if value else "0", ha="center", va="center", fontsize=9.5,
                     color="white" if strong else ("#888888" if value == 0 else "black"))
     ax.set_xticks(range(n), classes, rotation=40, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(n), classes)
