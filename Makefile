@@ -20,7 +20,7 @@ DATA_STAMP := $(DATA_DIR)/fashion_mnist/3.0.1/dataset_info.json
 
 LINT_VENV := build/lint-venv
 
-.PHONY: setup lint-venv data run test reproduce constraints clean
+.PHONY: setup lint-venv data run test reproduce bench bench-strong constraints clean
 
 setup: $(VENV)/.installed
 
@@ -65,6 +65,13 @@ reproduce: setup data
 		--recipe=seed --overwrite --model=cnn --output_dir=$(OUT)/reproduce/cnn
 	$(PY) -m trainer.compare $(OUT)/reproduce/mlp $(OUT)/reproduce/cnn
 	$(PY) -m trainer.check_accuracy $(OUT)/reproduce/mlp=0.875 $(OUT)/reproduce/cnn=0.905
+
+## Benchmarks (docs/benchmarks.md): the seed recipe against the fast one, and the strong model over 3 seeds.
+bench: setup data
+	$(PY) bench/speed.py
+
+bench-strong: setup data
+	$(PY) bench/strong.py
 
 ## Re-pin every runtime package after changing requirements.txt.
 constraints:

@@ -1,4 +1,4 @@
-"""The input pipeline: shapes, dtypes, scaling, batching, seeded shuffling and multi-worker sharding options."""
+"""The input pipeline: decoding, shapes, dtypes, scaling, batching, seeded shuffling, augmentation, sharding."""
 
 import numpy as np
 import pytest
@@ -6,18 +6,26 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import trainer  # noqa: F401
-from trainer import data
+from trainer import data, recipes
 
 
-@pytest.fixture
-def mock_builder():
+@pytest.fixture(scope="module")
+def mock_arrays():
     with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
-        yield tfds.builder("fashion_mnist")
+        builder = tfds.builder("fashion_mnist")
+        return data.load(builder, "train")
+
+
+def test_load_decodes_a_split_into_uint8_images_and_int_labels(mock_arrays):
+    images, labels = mock_arrays
+    assert images.shape == (64, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.shape == (64,) and labels.dtype == np.int64
+    assert images.max() > 127  # real pixel values, not zeros
 
 
 @pytest.mark.parametrize("input_shape", [(28, 28, 1), (28, 28)])
-def test_train_batches_are_scaled_float_images_with_int_labels(mock_builder, input_shape):
-    ds = data.train_dataset(mock_builder, batch_size=16, input_shape=input_shape, seed=1)
+def test_train_batches_are_scaled_float_images_with_int_labels(mock_arrays, input_shape):
+    ds = data.train_dataset(*mock_arrays, batch_size=16, input_shape=input_shape, seed=1)
     images, labels = next(iter(ds))
     assert images.shape == (16, *input_shape)
     assert images.dtype == tf.float32
@@ -31,34 +39,98 @@ def test_scale_maps_uint8_range_onto_unit_interval():
     np.testing.assert_allclose(data.scale(raw, (3,)).numpy(), [[0.0, 0.2, 1.0]], atol=1e-6)
 
 
-def test_batches_cover_the_split_once_per_epoch(mock_builder):
-    ds = data.train_dataset(mock_builder, batch_size=10, input_shape=(28, 28, 1), seed=1)
-    sizes = [int(labels.shape[0]) for _, labels in ds]
-    assert sizes == [10] * 6 + [4]
+def test_batches_cover_the_split_once_per_epoch_with_labels_matching_images(mock_arrays):
+    images, labels = mock_arrays
+    ds = data.train_dataset(images, labels, batch_size=10, input_shape=(28, 28, 1), seed=1)
+    batches = list(ds)
+    assert [int(y.shape[0]) for _, y in batches] == [10] * 6 + [4]
+    seen_images = np.concatenate([np.round(x.numpy() * 255).astype(np.uint8) for x, _ in batches])
+    seen_labels = np.concatenate([y.numpy() for _, y in batches])
+    by_image = {img.tobytes(): label for img, label in zip(images, labels)}
+    assert len(by_image) == 64  # the mock images are distinct, so each identifies its example
+    assert sorted(img.tobytes() for img in seen_images) == sorted(by_image)
+    assert all(by_image[img.tobytes()] == label for img, label in zip(seen_images, seen_labels))
 
 
-def test_shuffle_is_reproducible_from_the_seed_and_differs_per_epoch(mock_builder):
-    def first_epochs(seed):
-        ds = data.train_dataset(mock_builder, batch_size=64, input_shape=(28, 28, 1), seed=seed)
-        return [np.concatenate([images.numpy().reshape(-1) for images, _ in ds]) for _ in range(1)], ds
+def epoch_pixels(ds):
+    return np.concatenate([images.numpy().reshape(-1) for images, _ in ds])
 
-    (a,), ds_a = first_epochs(7)
-    (b,), _ = first_epochs(7)
-    np.testing.assert_array_equal(a, b)
-    epoch1 = np.concatenate([x.numpy().reshape(-1) for x, _ in ds_a])
-    epoch2 = np.concatenate([x.numpy().reshape(-1) for x, _ in ds_a])
+
+def test_shuffle_is_reproducible_from_the_seed_and_differs_per_epoch(mock_arrays):
+    ds_a = data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=7)
+    ds_b = data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=7)
+    epoch1 = epoch_pixels(ds_a)
+    np.testing.assert_array_equal(epoch1, epoch_pixels(ds_b))
+    epoch2 = epoch_pixels(ds_a)
     assert not np.array_equal(epoch1, epoch2)
     assert np.isclose(np.sort(epoch1).sum(), np.sort(epoch2).sum())  # same examples, other order
+    other_seed = epoch_pixels(data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=8))
+    assert not np.array_equal(epoch1, other_seed)
 
 
-def test_pipeline_shards_by_data_for_many_workers(mock_builder):
-    ds = data.train_dataset(mock_builder, batch_size=8, input_shape=(28, 28, 1), seed=1)
-    policy = ds.options().experimental_distribute.auto_shard_policy
-    assert policy == tf.data.experimental.AutoShardPolicy.DATA
+def test_pipeline_shards_by_data_for_many_workers(mock_arrays):
+    for ds in (data.train_dataset(*mock_arrays, batch_size=8, input_shape=(28, 28, 1), seed=1),
+               data.eval_dataset(*mock_arrays, batch_size=8, input_shape=(28, 28, 1))):
+        policy = ds.options().experimental_distribute.auto_shard_policy
+        assert policy == tf.data.experimental.AutoShardPolicy.DATA
 
 
-def test_test_split_is_batched_in_stored_order(mock_builder):
-    ds = data.test_dataset(mock_builder, batch_size=1000, input_shape=(28, 28, 1))
-    first = [labels.numpy() for _, labels in ds]
-    second = [labels.numpy() for _, labels in ds]
-    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(second))
+def test_eval_split_is_batched_in_stored_order(mock_arrays):
+    images, labels = mock_arrays
+    ds = data.eval_dataset(images, labels, batch_size=30, input_shape=(28, 28))
+    np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in ds]), labels)
+    first = next(iter(ds))[0].numpy()
+    np.testing.assert_allclose(first, images[:30, ..., 0] / 255.0, atol=1e-6)
+
+
+# ---- augmentation -------------------------------------------------------------------------------------------
+
+def one_bright_pixel(count, row=10, col=5):
+    images = np.zeros((count, 28, 28, 1), np.float32)
+    images[:, row, col, 0] = 1.0
+    return tf.constant(images)
+
+
+def test_shift_moves_each_image_by_at_most_max_shift_pixels_and_differently():
+    images = one_bright_pixel(256)
+    out = data.augment(images, tf.constant([3, 4]), recipes.Augmentation(max_shift=2)).numpy()
+    positions = [np.argwhere(img[..., 0] == 1.0) for img in out]
+    assert all(len(p) == 1 for p in positions)  # nothing lost, nothing blurred (nearest pixel)
+    moves = np.array([p[0] - [10, 5] for p in positions])
+    assert np.abs(moves).max() == 2
+    assert len({tuple(m) for m in moves}) == 25  # every shift in [-2, 2]^2 occurs
+
+
+def test_flip_mirrors_about_half_the_images_exactly():
+    images = one_bright_pixel(400)
+    out = data.augment(images, tf.constant([1, 2]), recipes.Augmentation(horizontal_flip=True)).numpy()
+    mirrored = out[:, 10, 28 - 1 - 5, 0] == 1.0
+    unchanged = out[:, 10, 5, 0] == 1.0
+    assert np.all(mirrored ^ unchanged)
+    assert 150 < mirrored.sum() < 250
+
+
+def test_random_erasing_overwrites_one_rectangle_in_about_the_given_share_of_images():
+    images = tf.fill([400, 28, 28, 1], 2.0)  # a value noise in [0, 1) never takes
+    out = data.augment(images, tf.constant([5, 6]), recipes.Augmentation(erasing_probability=0.5)).numpy()
+    erased = out[..., 0] != 2.0
+    hit = erased.any(axis=(1, 2))
+    assert 150 < hit.sum() < 250
+    for mask in erased[hit][:50]:
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # a filled rectangle
+        assert 0.02 * 784 * 0.5 <= mask.sum() <= 0.4 * 784 * 1.2
+
+
+def test_augmented_stream_is_reproducible_from_the_seed_and_differs_per_epoch(mock_arrays):
+    strong = recipes.get("strong", "vgg").augmentation
+
+    def make(seed):
+        return data.train_dataset(*mock_arrays, batch_size=32, input_shape=(28, 28, 1), seed=seed,
+                                  augmentation=strong)
+    ds = make(3)
+    epoch1, epoch2 = epoch_pixels(ds), epoch_pixels(ds)
+    np.testing.assert_array_equal(epoch1, epoch_pixels(make(3)))
+    assert not np.array_equal(epoch1, epoch2)
+    plain = epoch_pixels(data.train_dataset(*mock_arrays, batch_size=32, input_shape=(28, 28, 1), seed=3))
+    assert not np.array_equal(epoch1, plain)

@@ -24,6 +24,9 @@ def assert_user_error(result, *expected):
     (["--model=resnet9000"], "value should be one of"),
     (["--strategy=tpu_pod"], "value should be one of"),
     (["--recipe=magic"], "value should be one of"),
+    (["--validation_split=0.5"], "--validation_split must be a fraction from 0 up to"),
+    (["--early_stopping_patience=-1"], "--early_stopping_patience must be 0 (off)"),
+    (["--early_stopping_patience=3"], "--early_stopping_patience needs a validation set"),
     (["--output_dir=gs://"], "--output_dir must be a local path or gs://BUCKET/PREFIX"),
     (["--output_dir= "], "--output_dir must be a local path or gs://BUCKET/PREFIX"),
 ])

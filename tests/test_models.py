@@ -52,3 +52,25 @@ def test_registry_input_shape_matches_the_model(name):
 def test_models_are_tf_keras_not_keras_3():
     import tf_keras
     assert isinstance(models.get("cnn").build(), tf_keras.Model)
+
+
+def test_vgg_normalizes_every_convolution_and_ends_in_probabilities():
+    model = models.get("vgg").build()
+    kinds = [type(layer).__name__ for layer in model.layers]
+    convs = [i for i, kind in enumerate(kinds) if kind == "Conv2D"]
+    assert len(convs) == 5
+    assert all(kinds[i + 1] == "BatchNormalization" and kinds[i + 2] == "ReLU" for i in convs)
+    assert all(not model.layers[i].use_bias for i in convs)  # the batch norm's shift is the bias
+    assert [model.layers[i].filters for i in convs] == [32, 64, 64, 128, 128]
+    assert model.count_params() == 279_722
+    assert model.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_registered_model_maps_its_input_shape_to_class_probabilities(name):
+    import numpy as np
+    spec = models.get(name)
+    model = spec.build()
+    probabilities = model(np.random.default_rng(0).random((3, *spec.input_shape), dtype=np.float32)).numpy()
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)

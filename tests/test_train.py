@@ -89,3 +89,45 @@ def test_mirrored_over_two_cpu_devices_trains_like_one_device(prepared_data, tmp
     assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.01)
     for a, b in zip(one["history"], two["history"]):
         assert b["loss"] == pytest.approx(a["loss"], rel=0.02)
+
+
+def test_fast_recipe_trains_far_above_chance_on_a_short_budget(prepared_data, tmp_path):
+    # The recipe's own epochs, schedule and settings, on 5,000 examples: the CI check of `--recipe=fast`.
+    result = run_trainer("--model=mlp", "--recipe=fast", "--train_examples=5000", f"--output_dir={tmp_path}",
+                         *data_flags())
+    assert_ok(result)
+    m = read_metrics(tmp_path)
+    assert m["recipe"] == "fast" and m["recipe_settings"]["schedule"] == "linear_decay"
+    assert m["epochs"] == 5 and len(m["history"]) == 5 and m["batch_size"] == 128
+    assert m["test_accuracy"] > 0.75  # chance is 0.1
+    assert m["history"][-1]["loss"] < m["history"][0]["loss"]
+
+
+def test_validation_split_holds_out_the_last_training_examples(prepared_data, tmp_path):
+    result = run_trainer("--model=mlp", "--recipe=seed", "--train_examples=1000", "--validation_split=0.2",
+                         "--epochs=2", f"--output_dir={tmp_path}", *data_flags())
+    assert_ok(result)
+    m = read_metrics(tmp_path)
+    assert (m["train_examples"], m["validation_examples"]) == (800, 200)
+    assert all(0 <= row["val_accuracy"] <= 1 and row["val_loss"] > 0 for row in m["history"])
+    assert m["validation_accuracy"] == m["history"][-1]["val_accuracy"]
+    assert m["test_examples"] == 10_000  # the test split is evaluated once, whole
+
+
+def test_strong_recipe_exports_a_model_with_flip_test_time_augmentation(prepared_data, tmp_path):
+    result = run_trainer("--model=vgg", "--recipe=strong", "--train_examples=512", "--epochs=1",
+                         f"--output_dir={tmp_path}", *data_flags())
+    assert_ok(result)
+    m = read_metrics(tmp_path)
+    assert m["recipe_settings"]["flip_test_time_augmentation"] is True
+    assert m["recipe_settings"]["augmentation"]["erasing_probability"] > 0
+    import tensorflow_datasets as tfds
+    images, labels = tfds.as_numpy(tfds.load("fashion_mnist", split="test[:2000]", as_supervised=True,
+                                             batch_size=-1, data_dir=prepared_data, download=False))
+    serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
+    probabilities = serve(images=tf.constant(images))["probabilities"].numpy()
+    kept = np.load(tmp_path / "test_predictions.npz")["class_id"][:2000]
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), kept)  # the export evaluates as training did
+    # ... which is the mean over each image and its mirror image: the mirror gives the same probabilities.
+    mirrored = serve(images=tf.constant(images[:, :, ::-1]))["probabilities"].numpy()
+    np.testing.assert_allclose(mirrored, probabilities, atol=1e-5)

@@ -25,6 +25,8 @@ class RunConfig:
     data_dir: Optional[str]
     tfds_manual_dir: Optional[str]
     train_examples: Optional[int]
+    validation_split: float
+    early_stopping_patience: int
     seed: int
     overwrite: bool
     flags: dict
@@ -61,6 +63,8 @@ def from_flags(flag_values, environ=None):
         data_dir=flag_values.data_dir,
         tfds_manual_dir=manual_dir,
         train_examples=flag_values.train_examples,
+        validation_split=flag_values.validation_split,
+        early_stopping_patience=flag_values.early_stopping_patience,
         seed=flag_values.seed,
         overwrite=flag_values.overwrite,
         flags={name: flag_values[name].value for name in _OWN_FLAGS},
@@ -68,4 +72,5 @@ def from_flags(flag_values, environ=None):
 
 
 _OWN_FLAGS = ("model", "recipe", "epochs", "batch_size", "learning_rate", "strategy", "output_dir", "checkpoint_dir",
-              "tensorboard_dir", "data_dir", "tfds_manual_dir", "train_examples", "seed", "overwrite")
+              "tensorboard_dir", "data_dir", "tfds_manual_dir", "train_examples", "validation_split",
+              "early_stopping_patience", "seed", "overwrite")

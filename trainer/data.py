@@ -1,20 +1,24 @@
 """Input pipeline: Fashion-MNIST from TFDS as tf.data, ready for any tf.distribute strategy.
 
-Images stay uint8 in the cache (47 MB for the training split) and are scaled to float32 in [0, 1] after batching,
-one vectorised op per batch instead of one per image. The pipeline is batched with the *global* batch size; Keras
-splits each batch across replicas.
+TFDS stores the images PNG-encoded; decoding 60,000 of them takes seconds, longer than an epoch of the MLP. So
+each split is decoded once, before training, into uint8 arrays in memory (47 MB for the training split), and the
+training stream is a shuffled stream of *indices*, batched and then gathered from those arrays: one vectorised op
+per batch instead of one per image. Images are scaled to float32 in [0, 1] (and augmented, if the recipe says so)
+per batch too. The pipeline is batched with the *global* batch size; Keras splits each batch across replicas.
 
-Sharding: TFDS stores each Fashion-MNIST split as one file, so tf.data's default FILE auto-sharding cannot give
-several workers disjoint data. The DATA policy makes every worker read the stream and keep its own share; since
-every worker shuffles with the same seed, the shares are disjoint and together cover the epoch.
+Sharding: tf.data's default FILE auto-sharding cannot give several workers disjoint data here (TFDS stores each
+split as one file, and the arrays are one tensor). The DATA policy makes every worker read the stream and keep its
+own share; since every worker shuffles with the same seed, the shares are disjoint and together cover the epoch.
 """
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 DATASET = "fashion_mnist"
 TRAIN_SIZE = 60000
 TEST_SIZE = 10000
+IMAGE_SHAPE = (28, 28, 1)
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -31,6 +35,12 @@ def prepare(data_dir=None, manual_dir=None):
     return builder
 
 
+def load(builder, split):
+    """A split decoded into memory, in its stored order: uint8 images [N, 28, 28, 1] and int64 labels [N]."""
+    batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
 def pipeline_options():
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -44,28 +54,75 @@ def scale(images, input_shape):
     return tf.reshape(images, [-1, *input_shape])
 
 
-def train_dataset(builder, batch_size, input_shape, seed, train_examples=None):
-    """The training stream: cached, shuffled anew each epoch (reproducibly, from `seed`), batched, prefetched."""
-    split = f"train[:{train_examples}]" if train_examples else "train"
-    size = train_examples or TRAIN_SIZE
-    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    ds = ds.cache().shuffle(size, seed=seed, reshuffle_each_iteration=True)
-    return _batched(ds, batch_size, input_shape)
+def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=None):
+    """The training stream: shuffled anew each epoch (reproducibly, from `seed`), batched, augmented, prefetched."""
+    count = len(labels)
+    images, labels = tf.constant(images), tf.constant(labels)
+    ds = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    ds = ds.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    if augmentation is not None and augmentation.enabled:
+        # One pair of stateless seeds per batch, different in every epoch, the same in every run with this seed.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda batch, pair: (augment(scale(batch[0], IMAGE_SHAPE), pair, augmentation), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (tf.reshape(x, [-1, *input_shape]), y))
+    else:
+        ds = ds.map(lambda x, y: (scale(x, input_shape), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
 
 
-def test_dataset(builder, batch_size, input_shape):
-    """The test split in its stored order, batched; used once, after training."""
-    ds = builder.as_dataset(split="test", as_supervised=True, shuffle_files=False)
-    return _batched(ds, batch_size, input_shape)
-
-
-def _batched(ds, batch_size, input_shape):
-    ds = ds.batch(batch_size)
+def eval_dataset(images, labels, batch_size, input_shape):
+    """A split in its stored order, batched and scaled; for validation and the final test."""
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
     ds = ds.map(lambda x, y: (scale(x, input_shape), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
 
 
-def raw_test_arrays(builder):
-    """The test split as NumPy arrays exactly as stored: uint8 images [N, 28, 28, 1] and int64 labels."""
-    images, labels = tfds.as_numpy(builder.as_dataset(split="test", as_supervised=True, batch_size=-1))
-    return images, labels
+def augment(images, seed_pair, augmentation):
+    """Randomly shifted, mirrored and erased copies of float images [B, 28, 28, 1], each image its own draw.
+
+    Shift and flip are one projective transform per image (nearest pixel, zero fill), so the whole batch is a
+    single op; erasing builds each image's rectangle as a mask from coordinate grids.
+    """
+    batch = tf.shape(images)[0]
+    height, width = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed_pair, tf.int64), num=6)
+
+    def uniform(i, minval=0.0, maxval=1.0, shape=None):
+        return tf.random.stateless_uniform(shape if shape is not None else [batch], seeds[i], minval, maxval)
+
+    if augmentation.max_shift or augmentation.horizontal_flip:
+        shift = float(augmentation.max_shift)
+        dx = tf.round(uniform(0, -shift - 0.49, shift + 0.49)) if shift else tf.zeros([batch])
+        dy = tf.round(uniform(1, -shift - 0.49, shift + 0.49)) if shift else tf.zeros([batch])
+        mirror = uniform(2) < 0.5 if augmentation.horizontal_flip else tf.zeros([batch], tf.bool)
+        # Output pixel (x, y) reads input (a0 x + a2, y + b2): a0 = -1 mirrors, a2/b2 shift.
+        a0 = tf.where(mirror, -1.0, 1.0)
+        a2 = tf.where(mirror, float(width - 1), 0.0) + dx
+        zeros, ones = tf.zeros([batch]), tf.ones([batch])
+        transforms = tf.stack([a0, zeros, a2, zeros, ones, dy, zeros, zeros], axis=1)
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=transforms, output_shape=[height, width], fill_value=0.0,
+            interpolation="NEAREST", fill_mode="CONSTANT")
+
+    if augmentation.erasing_probability:
+        # Area 2-40 % of the image, aspect ratio 0.3-3.3 (log-uniform), as in the random-erasing paper.
+        area = uniform(3, 0.02, 0.4) * height * width
+        log_ratio = tf.random.stateless_uniform([batch], seeds[4], tf.math.log(0.3), tf.math.log(1 / 0.3))
+        ratio = tf.exp(log_ratio)
+        erase_h = tf.minimum(tf.round(tf.sqrt(area * ratio)), height - 1.0)
+        erase_w = tf.minimum(tf.round(tf.sqrt(area / ratio)), width - 1.0)
+        corner = tf.random.stateless_uniform([3, batch], seeds[5])
+        top = tf.floor(corner[0] * (height - erase_h + 1))
+        left = tf.floor(corner[1] * (width - erase_w + 1))
+        erase = corner[2] < augmentation.erasing_probability
+        rows = tf.range(height, dtype=tf.float32)[None, :, None]
+        cols = tf.range(width, dtype=tf.float32)[None, None, :]
+        inside = ((rows >= top[:, None, None]) & (rows < (top + erase_h)[:, None, None])
+                  & (cols >= left[:, None, None]) & (cols < (left + erase_w)[:, None, None])
+                  & erase[:, None, None])
+        noise = tf.random.stateless_uniform(tf.shape(images), seeds[0] + 1)
+        images = tf.where(inside[..., None], noise, images)
+    return images

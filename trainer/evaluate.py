@@ -10,14 +10,27 @@ import tensorflow as tf
 from trainer import data
 
 
-def predict(model, dataset):
-    """Class probabilities and labels for every example of a batched (images, labels) dataset."""
-    predict_step = tf.function(lambda images: model(images, training=False))
+def predict(model, dataset, flip_test_time_augmentation=False):
+    """Class probabilities and labels for every example of a batched (images, labels) dataset.
+
+    With `flip_test_time_augmentation` each image's probabilities are the mean of the image's and its mirror
+    image's, as in the exported SavedModel (`trainer.export`).
+    """
+    predict_step = tf.function(lambda images: predict_probabilities(model, images, flip_test_time_augmentation))
     probabilities, labels = [], []
     for images, batch_labels in dataset:
         probabilities.append(predict_step(images).numpy())
         labels.append(batch_labels.numpy())
     return np.concatenate(probabilities), np.concatenate(labels)
+
+
+def predict_probabilities(model, images, flip_test_time_augmentation=False):
+    """The model's class probabilities for scaled images of its input shape, mirrored too when asked."""
+    probabilities = model(images, training=False)
+    if flip_test_time_augmentation:
+        # The width axis is axis 2 for both [N, 28, 28] and [N, 28, 28, 1].
+        probabilities = (probabilities + model(tf.reverse(images, axis=[2]), training=False)) / 2.0
+    return probabilities
 
 
 def summarize(probabilities, labels):

@@ -45,6 +45,14 @@ flags.DEFINE_string(
     "A folder holding the four official Fashion-MNIST .gz files; TFDS then prepares the data set from it without "
     "network access. Without it TFDS downloads the files.")
 flags.DEFINE_integer("train_examples", None, "Train on the first N training examples only (default: all 60,000).")
+flags.DEFINE_float(
+    "validation_split", 0.0,
+    "Fraction of the training examples (the last ones) held out as a validation set: per-epoch val_accuracy for "
+    "tuning and early stopping, so that the test split is looked at once, at the end. 0: none.")
+flags.DEFINE_integer(
+    "early_stopping_patience", 0,
+    "With --validation_split: stop after this many epochs without a better val_accuracy and keep the best "
+    "epoch's weights. 0: train every epoch.")
 flags.DEFINE_integer("seed", 42, "Random seed for weights, shuffling and augmentation.")
 flags.DEFINE_bool("overwrite", False, "Replace a finished run already in --output_dir instead of refusing.")
 
@@ -63,6 +71,16 @@ flags.register_validator(
 flags.register_validator(
     "train_examples", lambda v: v is None or 0 < v <= 60000,
     message="--train_examples must be between 1 and 60000 (the size of the training split), or left unset.")
+flags.register_validator(
+    "validation_split", lambda v: 0 <= v < 0.5,
+    message="--validation_split must be a fraction from 0 up to (not including) 0.5, e.g. --validation_split=0.1.")
+flags.register_validator(
+    "early_stopping_patience", lambda v: v >= 0,
+    message="--early_stopping_patience must be 0 (off) or a positive number of epochs, e.g. 3.")
+flags.register_multi_flags_validator(
+    ["early_stopping_patience", "validation_split"],
+    lambda v: not v["early_stopping_patience"] or v["validation_split"] > 0,
+    message="--early_stopping_patience needs a validation set to watch: add --validation_split=0.1 (for example).")
 flags.register_validator(
     "seed", lambda v: v >= 0, message="--seed must be zero or a positive whole number.")
 

@@ -65,3 +65,31 @@ def cnn():
         layers.Dense(64, activation="relu"),
         layers.Dense(NUM_CLASSES, activation="softmax"),
     ], name="cnn")
+
+
+@register("vgg", input_shape=(28, 28, 1))
+def vgg():
+    """A small VGG-style network with batch normalization (280k parameters): the `strong` recipe's model.
+
+    Five 3x3 convolutions (32, then 64, 64, then 128, 128 filters), each followed by batch normalization and ReLU,
+    max-pooling after the first and the third, then global average pooling into the classifier. Sized for a
+    2-core CPU: an epoch costs about five of the seed CNN's, and it is the widest of the shapes we timed that
+    keeps 15 epochs under ten minutes (docs/benchmarks.md).
+    """
+    from tf_keras import Input, Model, layers
+
+    def conv_bn_relu(x, filters):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)  # the batch norm's shift is the bias
+        return layers.ReLU()(layers.BatchNormalization()(x))
+
+    images = Input(shape=(28, 28, 1))
+    x = conv_bn_relu(images, 32)
+    x = layers.MaxPooling2D()(x)
+    x = conv_bn_relu(x, 64)
+    x = conv_bn_relu(x, 64)
+    x = layers.MaxPooling2D()(x)
+    x = conv_bn_relu(x, 128)
+    x = conv_bn_relu(x, 128)
+    x = layers.GlobalAveragePooling2D()(x)
+    probabilities = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    return Model(images, probabilities, name="vgg")

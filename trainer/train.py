@@ -8,6 +8,7 @@ export into a temporary folder that they delete (TensorFlow's documented pattern
 to the chief's and nothing of theirs lands in the output location.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -44,31 +45,47 @@ def run(cfg):
         if chief:
             output.unmark_finished()
 
+    recipe = cfg.recipe
+    configure_threads(recipe, multi_process=distribution.cluster_size(tf_config) > 1)
     strategy, strategy_name = distribution.get_strategy(cfg.strategy, tf_config)
     check_checkpoint_dir(cfg.checkpoint_dir)
     logging.info("Preemption backup in %s; TensorBoard logs in %s.", cfg.checkpoint_dir,
                  cfg.tensorboard_dir or output.child("logs"))
 
+    # Data: decoded into memory once, before the training clock starts (its time is reported separately).
+    started = time.perf_counter()
     builder = data.prepare(cfg.data_dir, cfg.tfds_manual_dir)
-    recipe = cfg.recipe
     spec = models.get(cfg.model)
-    train_examples = cfg.train_examples or data.TRAIN_SIZE
+    train_split = f"train[:{cfg.train_examples}]" if cfg.train_examples else "train"
+    train_images, train_labels = data.load(builder, train_split)
+    validation_examples = int(round(len(train_labels) * cfg.validation_split))
+    if validation_examples:
+        # The last examples of the training split: held out for tuning and early stopping, never the test split.
+        validation = data.eval_dataset(train_images[-validation_examples:], train_labels[-validation_examples:],
+                                       1000, spec.input_shape)
+        train_images, train_labels = train_images[:-validation_examples], train_labels[:-validation_examples]
+    else:
+        validation = None
+    train_examples = len(train_labels)
     steps_per_epoch = math.ceil(train_examples / recipe.batch_size)
     tf_keras.utils.set_random_seed(cfg.seed)
-    train_ds = data.train_dataset(builder, recipe.batch_size, spec.input_shape, cfg.seed, cfg.train_examples)
+    train_ds = data.train_dataset(train_images, train_labels, recipe.batch_size, spec.input_shape, cfg.seed,
+                                  recipe.augmentation)
+    data_seconds = time.perf_counter() - started
 
     with strategy.scope():
         model = spec.build()
         model.compile(
-            optimizer=tf_keras.optimizers.Adam(learning_rate=learning_rate(recipe, steps_per_epoch)),
-            loss="sparse_categorical_crossentropy",
+            optimizer=optimizer(recipe, steps_per_epoch),
+            loss=crossentropy(recipe.label_smoothing),
             metrics=["accuracy"],
             steps_per_execution=recipe.steps_per_execution,
             jit_compile=recipe.jit_compile,
         )
     logging.info("Training %s (%d parameters) with recipe %s: %d epochs, global batch %d on %d replica(s), "
-                 "strategy %s.", cfg.model, model.count_params(), recipe.name, recipe.epochs, recipe.batch_size,
-                 strategy.num_replicas_in_sync, strategy_name)
+                 "strategy %s; %d training examples%s.", cfg.model, model.count_params(), recipe.name,
+                 recipe.epochs, recipe.batch_size, strategy.num_replicas_in_sync, strategy_name, train_examples,
+                 f", {validation_examples} held out for validation" if validation_examples else "")
 
     # The chief stages what it will publish; other workers write the same files somewhere they then delete.
     staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
@@ -80,8 +97,11 @@ def run(cfg):
         tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch", profile_batch=0),
         history,
     ]
+    if cfg.early_stopping_patience and validation is not None:
+        callbacks.append(tf_keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=cfg.early_stopping_patience, restore_best_weights=True, verbose=1))
     started = time.perf_counter()
-    model.fit(train_ds, epochs=recipe.epochs, callbacks=callbacks, verbose=2)
+    model.fit(train_ds, epochs=recipe.epochs, validation_data=validation, callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - started
 
     # Evaluate and export a plain, single-device copy: the same weights, free of the strategy's variables, so
@@ -90,10 +110,11 @@ def run(cfg):
     plain_model.set_weights(model.get_weights())
     fingerprint = weights_fingerprint(plain_model)
     logging.info("Trained weights fingerprint (sha256): %s", fingerprint)
-    test_ds = data.test_dataset(builder, 1000, spec.input_shape)
-    probabilities, labels = evaluate.predict(plain_model, test_ds)
+    test_ds = data.eval_dataset(*data.load(builder, "test"), 1000, spec.input_shape)
+    probabilities, labels = evaluate.predict(plain_model, test_ds, recipe.flip_test_time_augmentation)
     test_metrics, predicted = evaluate.summarize(probabilities, labels)
-    export.export_saved_model(plain_model, spec.input_shape, os.path.join(staging, "saved_model"))
+    export.export_saved_model(plain_model, spec.input_shape, os.path.join(staging, "saved_model"),
+                              recipe.flip_test_time_augmentation)
     np.savez_compressed(os.path.join(staging, "test_predictions.npz"),
                         class_id=predicted.astype(np.uint8), label=labels.astype(np.uint8))
 
@@ -106,11 +127,16 @@ def run(cfg):
         "epochs": recipe.epochs,
         "batch_size": recipe.batch_size,
         "learning_rate": recipe.learning_rate,
+        "recipe_settings": dataclasses.asdict(recipe),
         "strategy": strategy_name,
         "num_replicas": int(strategy.num_replicas_in_sync),
         "num_workers": max(1, distribution.cluster_size(tf_config)),
         "seed": cfg.seed,
         "train_examples": train_examples,
+        "validation_examples": validation_examples,
+        "validation_accuracy": history.rows[-1].get("val_accuracy") if validation_examples and history.rows
+        else None,
+        "data_seconds": round(data_seconds, 3),
         "train_seconds": round(train_seconds, 3),
         "examples_per_second": round(train_examples * epochs_run / train_seconds, 1) if epochs_run else None,
         "resumed_from_epoch": history.resumed_from_epoch,
@@ -146,17 +172,72 @@ def check_checkpoint_dir(path):
                         f"({type(error).__name__}); choose a writable folder or gs:// prefix.{hint}") from None
 
 
+def configure_threads(recipe, multi_process):
+    """One thread per op for a recipe that asks (tiny models), before TensorFlow's runtime starts.
+
+    Not under many workers: their collectives need the runtime's default pools.
+    """
+    if recipe.threads_per_op is None or multi_process:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(recipe.threads_per_op)
+        tf.config.threading.set_inter_op_parallelism_threads(recipe.threads_per_op)
+    except RuntimeError:  # the runtime already runs (the trainer called in-process): keep its threads
+        logging.warning("TensorFlow already started: the recipe's threads_per_op=%d is not applied.",
+                        recipe.threads_per_op)
+
+
+def optimizer(recipe, steps_per_epoch):
+    """Adam as in the seed, or AdamW (decoupled weight decay) when the recipe sets a weight decay."""
+    rate = learning_rate(recipe, steps_per_epoch)
+    if recipe.weight_decay:
+        return tf_keras.optimizers.AdamW(learning_rate=rate, weight_decay=recipe.weight_decay)
+    return tf_keras.optimizers.Adam(learning_rate=rate)
+
+
+def crossentropy(label_smoothing):
+    """Sparse categorical cross-entropy; with smoothing, the target puts `label_smoothing` spread over all classes.
+
+    A plain per-example function, so Keras reduces it correctly over replicas under every strategy.
+    """
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+
+    def smoothed_crossentropy(labels, probabilities):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), models.NUM_CLASSES)
+        return tf_keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=label_smoothing)
+    return smoothed_crossentropy
+
+
 def learning_rate(recipe, steps_per_epoch):
-    """The recipe's learning rate: a constant, or linear warm-up then cosine decay to zero over the run."""
+    """The recipe's learning rate: constant, or linear warm-up then a cosine or straight-line decay to zero."""
     if recipe.schedule == "constant":
         return recipe.learning_rate
+    total = recipe.epochs * steps_per_epoch
+    warmup = int(recipe.warmup_epochs * steps_per_epoch)
     if recipe.schedule == "warmup_cosine":
-        total = recipe.epochs * steps_per_epoch
-        warmup = int(recipe.warmup_epochs * steps_per_epoch)
         return tf_keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0 if warmup else recipe.learning_rate, decay_steps=max(1, total - warmup),
             warmup_target=recipe.learning_rate if warmup else None, warmup_steps=warmup)
+    if recipe.schedule == "linear_decay":
+        return WarmupLinearDecay(recipe.learning_rate, warmup, total)
     raise ValueError(f"unknown schedule {recipe.schedule!r}")
+
+
+class WarmupLinearDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`."""
+
+    def __init__(self, peak, warmup_steps, total_steps):
+        self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, max(total_steps, warmup_steps + 1)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warming = self.peak * step / max(self.warmup_steps, 1)
+        decaying = self.peak * (self.total_steps - step) / (self.total_steps - self.warmup_steps)
+        return tf.maximum(0.0, tf.where(step < self.warmup_steps, warming, decaying))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
 class EpochHistory(tf_keras.callbacks.Callback):
