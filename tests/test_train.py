@@ -131,3 +131,14 @@ def test_strong_recipe_exports_a_model_with_flip_test_time_augmentation(prepared
     # ... which is the mean over each image and its mirror image: the mirror gives the same probabilities.
     mirrored = serve(images=tf.constant(images[:, :, ::-1]))["probabilities"].numpy()
     np.testing.assert_allclose(mirrored, probabilities, atol=1e-5)
+
+
+def test_early_stopping_ends_a_run_that_stops_improving_and_keeps_the_best_epoch(prepared_data, tmp_path):
+    # A learning rate far too high: validation accuracy soon stops improving, so patience 1 ends the run early.
+    result = run_trainer("--model=mlp", "--recipe=seed", "--train_examples=1000", "--validation_split=0.2",
+                         "--epochs=8", "--learning_rate=5", "--early_stopping_patience=1",
+                         f"--output_dir={tmp_path}", *data_flags())
+    assert_ok(result)
+    m = read_metrics(tmp_path)
+    assert m["epochs"] == 8 and m["epochs_completed"] < 8
+    assert m["validation_accuracy"] == max(row["val_accuracy"] for row in m["history"])

@@ -40,7 +40,8 @@ class Recipe:
     # "linear_decay": linear warm-up (if any), then a straight line down to zero (a one-cycle without momentum).
     schedule: str = "constant"
     warmup_epochs: float = 0.0
-    weight_decay: float = 0.0      # > 0: AdamW (decoupled weight decay) instead of Adam
+    optimizer: str = "adam"        # "adam", or "sgd" (Nesterov momentum 0.9)
+    weight_decay: float = 0.0      # decoupled weight decay (AdamW-style) of either optimizer
     label_smoothing: float = 0.0
     augmentation: Augmentation = Augmentation()
     flip_test_time_augmentation: bool = False  # average the predictions of each test image and its mirror image

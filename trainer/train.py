@@ -97,7 +97,8 @@ def run(cfg):
         tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch", profile_batch=0),
         history,
     ]
-    if cfg.early_stopping_patience and validation is not None:
+    early_stopping = bool(cfg.early_stopping_patience and validation is not None)
+    if early_stopping:
         callbacks.append(tf_keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=cfg.early_stopping_patience, restore_best_weights=True, verbose=1))
     started = time.perf_counter()
@@ -134,8 +135,9 @@ def run(cfg):
         "seed": cfg.seed,
         "train_examples": train_examples,
         "validation_examples": validation_examples,
-        "validation_accuracy": history.rows[-1].get("val_accuracy") if validation_examples and history.rows
+        "validation_accuracy": kept_validation_accuracy(history.rows, early_stopping) if validation_examples
         else None,
+        "epochs_completed": len(history.rows),
         "data_seconds": round(data_seconds, 3),
         "train_seconds": round(train_seconds, 3),
         "examples_per_second": round(train_examples * epochs_run / train_seconds, 1) if epochs_run else None,
@@ -155,6 +157,14 @@ def run(cfg):
     else:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+def kept_validation_accuracy(rows, early_stopping):
+    """val_accuracy of the weights the run keeps: the best epoch's under early stopping, else the last one's."""
+    accuracies = [row["val_accuracy"] for row in rows if "val_accuracy" in row]
+    if not accuracies:
+        return None
+    return max(accuracies) if early_stopping else accuracies[-1]
 
 
 def check_checkpoint_dir(path):
@@ -188,11 +198,15 @@ def configure_threads(recipe, multi_process):
 
 
 def optimizer(recipe, steps_per_epoch):
-    """Adam as in the seed, or AdamW (decoupled weight decay) when the recipe sets a weight decay."""
+    """The recipe's optimizer: Adam as in the seed, or SGD with Nesterov momentum; both with decoupled weight
+    decay (AdamW-style: each step shrinks every weight by learning rate x weight_decay) when the recipe sets one."""
     rate = learning_rate(recipe, steps_per_epoch)
-    if recipe.weight_decay:
-        return tf_keras.optimizers.AdamW(learning_rate=rate, weight_decay=recipe.weight_decay)
-    return tf_keras.optimizers.Adam(learning_rate=rate)
+    decay = recipe.weight_decay or None
+    if recipe.optimizer == "sgd":
+        return tf_keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=decay)
+    if recipe.optimizer == "adam":
+        return tf_keras.optimizers.Adam(learning_rate=rate, weight_decay=decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 
 def crossentropy(label_smoothing):
