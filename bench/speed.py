@@ -120,7 +120,7 @@ def training_table(runs, models):
     return "\n".join(lines)
 
 
-# ---- 1b. what each execution setting buys -------------------------------------------------------------------
+# ---- 2. what each execution setting buys -------------------------------------------------------------------
 
 def ablation_variants(model):
     """(label, epoch_time.py flags): from the seed's execution, one change at a time, to the fast recipe's."""
@@ -159,14 +159,20 @@ def ablation(args):
                       "| --- | --- | --- | --- | --- |", *rows])
 
 
-# ---- 2. input pipeline --------------------------------------------------------------------------------------
+def load_split(args, split):
+    """A split as in-memory uint8 arrays, through the trainer's own loader."""
+    import trainer  # noqa: F401  (tf-keras before TensorFlow)
+    from trainer import data
+    builder = data.prepare(args.data_dir, args.tfds_manual_dir if os.path.isdir(args.tfds_manual_dir) else None)
+    return data.load(builder, split)
+
+
+# ---- 3. input pipeline --------------------------------------------------------------------------------------
 
 def pipeline(args, runs):
     """examples/s of the fast recipe's training stream alone, next to its training step rate."""
-    import trainer  # noqa: F401  (tf-keras before TensorFlow)
     from trainer import data, models, recipes
-    builder = data.prepare(args.data_dir, args.tfds_manual_dir if os.path.isdir(args.tfds_manual_dir) else None)
-    images, labels = data.load(builder, "train[:2000]" if args.quick else "train")
+    images, labels = load_split(args, "train[:2000]" if args.quick else "train")
     rows = []
     for model in args.models:
         for recipe_name in ("seed", "fast"):
@@ -188,14 +194,12 @@ def pipeline(args, runs):
                       "| --- | --- | --- | --- | --- | --- |", *rows])
 
 
-# ---- 3. inference -------------------------------------------------------------------------------------------
+# ---- 4. inference -------------------------------------------------------------------------------------------
 
 def inference(args, runs):
     import numpy as np
     import tensorflow as tf
-    from trainer import data
-    builder = data.prepare(args.data_dir, args.tfds_manual_dir if os.path.isdir(args.tfds_manual_dir) else None)
-    images, _ = data.load(builder, "test")
+    images, _ = load_split(args, "test")
     images = images[..., 0]
     rows = []
     for model in args.models:
@@ -221,7 +225,7 @@ def inference(args, runs):
                       "| --- | --- | --- | --- |", *rows])
 
 
-# ---- 4. many workers ----------------------------------------------------------------------------------------
+# ---- 5. many workers ----------------------------------------------------------------------------------------
 
 def free_ports(count):
     sockets = [socket.socket() for _ in range(count)]

@@ -74,10 +74,14 @@ def _fast(model_name):
 
 
 def _strong(model_name):
-    """Augmentation and a warm-up + cosine schedule: for the `vgg` model (any model can use it)."""
+    """Augmentation and a warm-up + cosine schedule: for the `vgg` model (any model can use it).
+
+    Tuned on `--validation_split=0.1` (docs/benchmarks.md): erasing probability 0.5 -> 0.25 and weight decay
+    0.01 -> 0.05 each gained a little validation accuracy; SGD with Nesterov momentum did no better than Adam.
+    """
     del model_name
     return Recipe(name="strong", epochs=12, batch_size=128, learning_rate=4e-3, schedule="warmup_cosine",
-                  warmup_epochs=1.0, weight_decay=0.01, label_smoothing=0.1,
+                  warmup_epochs=1.0, weight_decay=0.05, label_smoothing=0.1,
                   augmentation=Augmentation(max_shift=2, horizontal_flip=True, erasing_probability=0.25),
                   flip_test_time_augmentation=True, steps_per_execution=32)
 
