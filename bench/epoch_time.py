@@ -56,7 +56,8 @@ def main():
         def on_epoch_end(self, epoch, logs=None):
             seconds.append(time.perf_counter() - self.started)
 
-    model.fit(ds, epochs=args.epochs, callbacks=[Timer()], verbose=0)
+    model.fit(ds, epochs=args.epochs, steps_per_epoch=-(-len(labels) // args.batch_size), callbacks=[Timer()],
+              verbose=0)
     print(json.dumps({"first_epoch_s": round(seconds[0], 3),
                       "epoch_s": round(statistics.median(seconds[1:] or seconds), 3)}))
 

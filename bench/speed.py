@@ -179,12 +179,13 @@ def pipeline(args, runs):
             recipe = recipes.get(recipe_name, model)
             ds = data.train_dataset(images, labels, recipe.batch_size, models.get(model).input_shape, seed=1,
                                     augmentation=recipe.augmentation)
-            for _ in ds:  # one warm-up epoch
-                pass
+            steps = -(-len(labels) // recipe.batch_size)
+            batches = iter(ds)
+            for _ in range(steps):  # one warm-up epoch
+                next(batches)
             started, count = time.perf_counter(), 0
-            for _ in range(2):
-                for _, batch_labels in ds:
-                    count += int(batch_labels.shape[0])
+            for _ in range(2 * steps):
+                count += int(next(batches)[1].shape[0])
             pipeline_rate = count / (time.perf_counter() - started)
             group = runs[(model, recipe_name)]
             step_rate = statistics.mean(m["examples_per_second"] for m in group)

@@ -42,8 +42,9 @@ def test_scale_maps_uint8_range_onto_unit_interval():
 def test_batches_cover_the_split_once_per_epoch_with_labels_matching_images(mock_arrays):
     images, labels = mock_arrays
     ds = data.train_dataset(images, labels, batch_size=10, input_shape=(28, 28, 1), seed=1)
-    batches = list(ds)
-    assert [int(y.shape[0]) for _, y in batches] == [10] * 6 + [4]
+    two_epochs = list(ds.take(14))  # the stream repeats: 7 batches an epoch, none spanning two epochs
+    assert [int(y.shape[0]) for _, y in two_epochs] == ([10] * 6 + [4]) * 2
+    batches = two_epochs[:7]
     seen_images = np.concatenate([np.round(x.numpy() * 255).astype(np.uint8) for x, _ in batches])
     seen_labels = np.concatenate([y.numpy() for _, y in batches])
     by_image = {img.tobytes(): label for img, label in zip(images, labels)}
@@ -52,19 +53,21 @@ def test_batches_cover_the_split_once_per_epoch_with_labels_matching_images(mock
     assert all(by_image[img.tobytes()] == label for img, label in zip(seen_images, seen_labels))
 
 
-def epoch_pixels(ds):
-    return np.concatenate([images.numpy().reshape(-1) for images, _ in ds])
+def epochs_pixels(ds, epochs=2, steps_per_epoch=1):
+    """The pixels of each of the first epochs of an endless training stream."""
+    batches = iter(ds)
+    return [np.concatenate([next(batches)[0].numpy().reshape(-1) for _ in range(steps_per_epoch)])
+            for _ in range(epochs)]
 
 
 def test_shuffle_is_reproducible_from_the_seed_and_differs_per_epoch(mock_arrays):
-    ds_a = data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=7)
-    ds_b = data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=7)
-    epoch1 = epoch_pixels(ds_a)
-    np.testing.assert_array_equal(epoch1, epoch_pixels(ds_b))
-    epoch2 = epoch_pixels(ds_a)
+    epoch1, epoch2 = epochs_pixels(data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=7))
+    again1, again2 = epochs_pixels(data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=7))
+    np.testing.assert_array_equal(epoch1, again1)
+    np.testing.assert_array_equal(epoch2, again2)
     assert not np.array_equal(epoch1, epoch2)
     assert np.isclose(np.sort(epoch1).sum(), np.sort(epoch2).sum())  # same examples, other order
-    other_seed = epoch_pixels(data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=8))
+    other_seed, _ = epochs_pixels(data.train_dataset(*mock_arrays, batch_size=64, input_shape=(28, 28, 1), seed=8))
     assert not np.array_equal(epoch1, other_seed)
 
 
@@ -128,9 +131,9 @@ def test_augmented_stream_is_reproducible_from_the_seed_and_differs_per_epoch(mo
     def make(seed):
         return data.train_dataset(*mock_arrays, batch_size=32, input_shape=(28, 28, 1), seed=seed,
                                   augmentation=strong)
-    ds = make(3)
-    epoch1, epoch2 = epoch_pixels(ds), epoch_pixels(ds)
-    np.testing.assert_array_equal(epoch1, epoch_pixels(make(3)))
+    epoch1, epoch2 = epochs_pixels(make(3), steps_per_epoch=2)
+    np.testing.assert_array_equal(epoch1, epochs_pixels(make(3), steps_per_epoch=2)[0])
     assert not np.array_equal(epoch1, epoch2)
-    plain = epoch_pixels(data.train_dataset(*mock_arrays, batch_size=32, input_shape=(28, 28, 1), seed=3))
+    plain, _ = epochs_pixels(data.train_dataset(*mock_arrays, batch_size=32, input_shape=(28, 28, 1), seed=3),
+                             steps_per_epoch=2)
     assert not np.array_equal(epoch1, plain)

@@ -55,7 +55,12 @@ def scale(images, input_shape):
 
 
 def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=None):
-    """The training stream: shuffled anew each epoch (reproducibly, from `seed`), batched, augmented, prefetched."""
+    """The training stream: shuffled anew each epoch (reproducibly, from `seed`), batched, augmented, prefetched.
+
+    It repeats without end, one epoch after another (no batch spans two epochs), so that one iterator serves the
+    whole run: `fit` then needs `steps_per_epoch`. Keras re-creates a finite dataset's iterator every epoch, and
+    with the augmented pipeline that stalled some epoch boundaries for tens of seconds (docs/benchmarks.md).
+    """
     count = len(labels)
     images, labels = tf.constant(images), tf.constant(labels)
     ds = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
@@ -70,7 +75,7 @@ def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=No
         ds = ds.map(lambda x, y: (tf.reshape(x, [-1, *input_shape]), y))
     else:
         ds = ds.map(lambda x, y: (scale(x, input_shape), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
+    return ds.repeat().prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
 
 
 def eval_dataset(images, labels, batch_size, input_shape):

@@ -102,7 +102,8 @@ def run(cfg):
         callbacks.append(tf_keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=cfg.early_stopping_patience, restore_best_weights=True, verbose=1))
     started = time.perf_counter()
-    model.fit(train_ds, epochs=recipe.epochs, validation_data=validation, callbacks=callbacks, verbose=2)
+    model.fit(train_ds, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, validation_data=validation,
+              callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - started
 
     # Evaluate and export a plain, single-device copy: the same weights, free of the strategy's variables, so
