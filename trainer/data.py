@@ -93,7 +93,7 @@ def augment(images, seed_pair, augmentation):
     """
     batch = tf.shape(images)[0]
     height, width = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed_pair, tf.int64), num=6)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed_pair, tf.int64), num=7)
 
     def uniform(i, minval=0.0, maxval=1.0, shape=None):
         return tf.random.stateless_uniform(shape if shape is not None else [batch], seeds[i], minval, maxval)
@@ -128,6 +128,6 @@ def augment(images, seed_pair, augmentation):
         inside = ((rows >= top[:, None, None]) & (rows < (top + erase_h)[:, None, None])
                   & (cols >= left[:, None, None]) & (cols < (left + erase_w)[:, None, None])
                   & erase[:, None, None])
-        noise = tf.random.stateless_uniform(tf.shape(images), seeds[0] + 1)
+        noise = tf.random.stateless_uniform(tf.shape(images), seeds[6])
         images = tf.where(inside[..., None], noise, images)
     return images
