@@ -64,17 +64,14 @@ def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=No
     count = len(labels)
     images, labels = tf.constant(images), tf.constant(labels)
     ds = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    ds = ds.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)),
+    ds = ds.map(lambda index: (scale(tf.gather(images, index), IMAGE_SHAPE), tf.gather(labels, index)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if augmentation is not None and augmentation.enabled:
         # One pair of stateless seeds per batch, different in every epoch, the same in every run with this seed.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, pair: (augment(scale(batch[0], IMAGE_SHAPE), pair, augmentation), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.map(lambda x, y: (tf.reshape(x, [-1, *input_shape]), y))
-    else:
-        ds = ds.map(lambda x, y: (scale(x, input_shape), y), num_parallel_calls=tf.data.AUTOTUNE)
+            lambda batch, pair: (augment(batch[0], pair, augmentation), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (tf.reshape(x, [-1, *input_shape]), y))
     return ds.repeat().prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
 
 
