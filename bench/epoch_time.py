@@ -1,7 +1,7 @@
 """Seconds per training epoch of one model under one set of execution settings (for bench/speed.py's ablation).
 
     .venv/bin/python bench/epoch_time.py --model=cnn --batch_size=128 --steps_per_execution=64 [--threads_per_op=1]
-        [--jit_compile] [--epochs=2] [--train_examples=N]
+        [--jit_compile] [--precision=mixed_bfloat16] [--epochs=2] [--train_examples=N]
 
 It trains with the trainer's own pipeline, model and optimizer (Adam, constant learning rate: the schedule does
 not change the cost of a step) and prints one JSON line: the first epoch's seconds (tracing included) and the
@@ -27,6 +27,7 @@ def main():
     parser.add_argument("--steps_per_execution", type=int, default=1)
     parser.add_argument("--threads_per_op", type=int, default=0)
     parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--precision", default="float32", help="a Keras policy, e.g. mixed_bfloat16")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train_examples", type=int, default=0)
     parser.add_argument("--data_dir", default=str(ROOT / ".data" / "tfds"))
@@ -38,15 +39,16 @@ def main():
     if args.threads_per_op:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads_per_op)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads_per_op)
-    from trainer import data, models
+    from trainer import data, models, precision
 
     builder = data.prepare(os.path.abspath(args.data_dir))
     images, labels = data.load(builder, f"train[:{args.train_examples}]" if args.train_examples else "train")
     spec = models.get(args.model)
     ds = data.train_dataset(images, labels, args.batch_size, spec.input_shape, seed=1)
-    model = spec.build()
-    model.compile(tf_keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"],
-                  steps_per_execution=args.steps_per_execution, jit_compile=args.jit_compile)
+    with precision.policy(args.precision):
+        model = spec.build()
+        model.compile(tf_keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"],
+                      steps_per_execution=args.steps_per_execution, jit_compile=args.jit_compile)
     seconds = []
 
     class Timer(tf_keras.callbacks.Callback):

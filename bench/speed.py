@@ -3,11 +3,13 @@
     .venv/bin/python bench/speed.py                 # the full benchmark (about 10 minutes on 2 cores)
     .venv/bin/python bench/speed.py --quick         # a smoke run on 2,000 examples (CI runs this)
 
-For each model it trains the seed recipe once and the fast recipe once per seed, each as its own
-`python -m trainer.task` process (as a user runs it), then prints Markdown tables:
+For each model it runs the seed notebook's own code once (bench/notebook.py: Keras 3, NumPy arrays, batch 32),
+the trainer's seed recipe once and the fast recipe once per seed, each as its own process (the trainer's as
+`python -m trainer.task`, as a user runs it), then prints Markdown tables:
 
 1. training: per model and recipe, training seconds (`model.fit` only; decoding the data into memory is timed
-   apart), epochs, test accuracy (mean and std over seeds), and the ratio seed time / fast time;
+   apart), epochs, test accuracy (mean and std over seeds), and the ratios of the notebook's time and of the seed
+   recipe's time to the fast recipe's;
 2. seconds per epoch as the seed's execution settings change, one at a time, into the fast recipe's;
 3. input pipeline: the tf.data training stream alone, in examples/s, against the training step rate;
 4. inference: the exported SavedModels' signature throughput at batch 1024 and single-image latency p50/p99;
@@ -90,9 +92,22 @@ def clean_env(extra=None):
 
 # ---- 1. training -------------------------------------------------------------------------------------------
 
+def notebook(args, model):
+    """The seed notebook's own code (bench/notebook.py), in a process of its own; returns its JSON line."""
+    cmd = [sys.executable, str(ROOT / "bench" / "notebook.py"), f"--model={model}", f"--data_dir={args.data_dir}",
+           *(["--train_examples=2000", "--epochs=1"] if args.quick else [])]
+    print("$", " ".join(cmd[1:]), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"notebook.py failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**result, "seed": "-", "batch_size": 32, "recipe": "notebook"}
+
+
 def training(args):
     runs = {}
     for model in args.models:
+        runs[(model, "notebook")] = [notebook(args, model)]
         runs[(model, "seed")] = [train(args, f"{model}-seed", f"--model={model}", "--recipe=seed", "--seed=42")]
         runs[(model, "fast")] = [train(args, f"{model}-fast-{seed}", f"--model={model}", "--recipe=fast",
                                        f"--seed={seed}") for seed in args.seeds]
@@ -104,19 +119,23 @@ def mean_std(values):
 
 
 def training_table(runs, models):
+    """One row per model and recipe; `notebook` is the seed's own code, `seed` the trainer's --recipe=seed."""
     lines = ["| model | recipe | runs | epochs | batch | train s (mean ± std) | test accuracy (mean ± std) | "
-             "per seed | seed time / fast time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "per seed | notebook time / this | seed recipe time / this |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model in models:
+        notebook_time = runs[(model, "notebook")][0]["train_seconds"]
         seed_time = runs[(model, "seed")][0]["train_seconds"]
-        for recipe in ("seed", "fast"):
+        for recipe in ("notebook", "seed", "fast"):
             group = runs[(model, recipe)]
             t_mean, t_std = mean_std([m["train_seconds"] for m in group])
             a_mean, a_std = mean_std([m["test_accuracy"] for m in group])
             per_seed = ", ".join(f"{m['seed']}: {m['test_accuracy']:.4f} in {m['train_seconds']:.1f} s" for m in group)
-            ratio = "1" if recipe == "seed" else f"**{seed_time / t_mean:.1f}×**"
+            emphasis = "**" if recipe == "fast" else ""
             lines.append(f"| {model} | {recipe} | {len(group)} | {group[0]['epochs']} | {group[0]['batch_size']} | "
-                         f"{t_mean:.1f} ± {t_std:.1f} | {a_mean:.4f} ± {a_std:.4f} | {per_seed} | {ratio} |")
+                         f"{t_mean:.1f} ± {t_std:.1f} | {a_mean:.4f} ± {a_std:.4f} | {per_seed} | "
+                         f"{emphasis}{notebook_time / t_mean:.1f}×{emphasis} | "
+                         f"{emphasis}{seed_time / t_mean:.1f}×{emphasis} |")
     return "\n".join(lines)
 
 
@@ -134,9 +153,17 @@ def ablation_variants(model):
     if fast.threads_per_op:
         variants.append((f"+ {fast.threads_per_op} thread per op", [
             f"--batch_size={fast.batch_size}", "--steps_per_execution=64", f"--threads_per_op={fast.threads_per_op}"]))
+    if fast.mixed_precision:
+        variants.append(("+ mixed bfloat16", [
+            f"--batch_size={fast.batch_size}", "--steps_per_execution=64", "--precision=mixed_bfloat16"]))
+    else:
+        variants.append(("(fast + mixed bfloat16, not used)", [
+            f"--batch_size={fast.batch_size}", "--steps_per_execution=64", "--precision=mixed_bfloat16",
+            *([f"--threads_per_op={fast.threads_per_op}"] if fast.threads_per_op else [])]))
     variants.append(("(fast + XLA jit_compile, not used)", [
         f"--batch_size={fast.batch_size}", "--steps_per_execution=64", "--jit_compile",
-        *([f"--threads_per_op={fast.threads_per_op}"] if fast.threads_per_op else [])]))
+        *([f"--threads_per_op={fast.threads_per_op}"] if fast.threads_per_op else []),
+        *(["--precision=mixed_bfloat16"] if fast.mixed_precision else [])]))
     return variants
 
 

@@ -30,7 +30,7 @@ def main(argv=None):
     parser.add_argument("--model", default="vgg")
     parser.add_argument("--recipe", default="strong")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--short_epochs", type=int, default=6, help="the short schedule for the time to 0.93; 0: none")
+    parser.add_argument("--short_epochs", type=int, default=9, help="the short schedule for the time to 0.93; 0: none")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "strong"))
     parser.add_argument("--data_dir", default=os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds"))
     parser.add_argument("--tfds_manual_dir", default=os.environ.get(

@@ -17,8 +17,10 @@ def test_speed_benchmark_smoke_run_prints_every_table(prepared_data, tmp_path):
                   "### 2 local workers"):
         assert title in report
     rows = [line for line in report.splitlines() if line.startswith("| mlp |")]
-    training = [row for row in rows if "| seed |" in row or "| fast |" in row][:2]
-    assert "| 1 |" in training[0] and "×**" in training[1]  # the fast row carries the seed/fast ratio
+    training = [row for row in rows if "| notebook |" in row or "| seed |" in row or "| fast |" in row][:3]
+    assert [row.split("|")[2].strip() for row in training] == ["notebook", "seed", "fast"]
+    assert training[0].count("| 1.0× |") == 1 and training[1].endswith("| 1.0× |")  # each baseline against itself
+    assert training[2].count("×**") == 2  # the fast row carries both ratios
     assert sum("+ 1 thread per op" in row for row in rows) == 1  # the MLP's ablation names its thread setting
     assert (tmp_path / "mlp-2-workers" / "metrics.json").exists()
     assert "Machine: 2 cores" in report or "Machine: " in report

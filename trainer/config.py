@@ -18,6 +18,7 @@ from trainer.outputs import is_gcs
 class RunConfig:
     model: str
     recipe: recipes.Recipe
+    precision: str                  # --precision: "auto" (the recipe and the hardware decide) or a Keras policy
     strategy: str
     output_dir: str
     checkpoint_dir: Optional[str]   # None: the run stages a default (see train.py)
@@ -56,6 +57,7 @@ def from_flags(flag_values, environ=None):
     return RunConfig(
         model=flag_values.model,
         recipe=recipe,
+        precision=flag_values.precision,
         strategy=flag_values.strategy,
         output_dir=output_dir,
         checkpoint_dir=checkpoint_dir,
@@ -71,6 +73,6 @@ def from_flags(flag_values, environ=None):
     )
 
 
-_OWN_FLAGS = ("model", "recipe", "epochs", "batch_size", "learning_rate", "strategy", "output_dir", "checkpoint_dir",
+_OWN_FLAGS = ("model", "recipe", "epochs", "batch_size", "learning_rate", "precision", "strategy", "output_dir", "checkpoint_dir",
               "tensorboard_dir", "data_dir", "tfds_manual_dir", "train_examples", "validation_split",
               "early_stopping_patience", "seed", "overwrite")

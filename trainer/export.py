@@ -1,8 +1,8 @@
 """The SavedModel a run exports: raw uint8 images in, probabilities, class ids and class names out.
 
 The serving signature takes images exactly as the data set stores them (uint8, `[N, 28, 28]` or `[N, 28, 28, 1]`),
-so a client never has to know the training-time scaling: it is part of the exported graph, and so is the flip
-test-time augmentation of a recipe that evaluates with it.
+so a client never has to know the training-time scaling: it is part of the exported graph, and so is the
+test-time augmentation of a recipe that evaluates with it (the same views as `trainer.evaluate`).
 """
 
 import tensorflow as tf
@@ -11,9 +11,9 @@ from trainer import data, evaluate
 
 
 class ServingModule(tf.Module):
-    def __init__(self, model, input_shape, flip_test_time_augmentation=False):
+    def __init__(self, model, input_shape, test_time_augmentation="none"):
         super().__init__()
-        self._flip = flip_test_time_augmentation
+        self._test_time_augmentation = test_time_augmentation
         self.model = model
         self._input_shape = tuple(input_shape)
         self._class_names = tf.constant(data.CLASS_NAMES)
@@ -22,7 +22,8 @@ class ServingModule(tf.Module):
     def serve(self, images):
         tf.debugging.assert_equal(tf.shape(images)[1:3], [28, 28],
                                   message="images must be uint8 [N, 28, 28] or [N, 28, 28, 1]")
-        probabilities = evaluate.predict_probabilities(self.model, data.scale(images, self._input_shape), self._flip)
+        probabilities = evaluate.predict_probabilities(self.model, data.scale(images, self._input_shape),
+                                                     self._test_time_augmentation)
         class_id = tf.argmax(probabilities, axis=-1)
         return {
             "probabilities": probabilities,
@@ -31,7 +32,7 @@ class ServingModule(tf.Module):
         }
 
 
-def export_saved_model(model, input_shape, path, flip_test_time_augmentation=False):
-    module = ServingModule(model, input_shape, flip_test_time_augmentation)
+def export_saved_model(model, input_shape, path, test_time_augmentation="none"):
+    module = ServingModule(model, input_shape, test_time_augmentation)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path

@@ -10,7 +10,7 @@ what to do, before TensorFlow is even imported.
 
 from absl import flags
 
-from trainer import models, recipes
+from trainer import models, precision, recipes
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored")
 
@@ -24,6 +24,11 @@ flags.DEFINE_enum(
 flags.DEFINE_integer("epochs", None, "Training epochs (default: the recipe's).")
 flags.DEFINE_integer("batch_size", None, "Global batch size, split across all replicas (default: the recipe's).")
 flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: the recipe's).")
+flags.DEFINE_enum(
+    "precision", "auto", precision.CHOICES,
+    "Number format of training. `auto`: mixed bfloat16 when the recipe asks for mixed precision and the hardware "
+    "computes bfloat16 natively (a CPU with AVX512_BF16 or AMX, GPUs of compute capability 8.0+), else float32. "
+    "`mixed_float16` suits older GPUs (T4, V100). Evaluation and the SavedModel are float32 either way.")
 flags.DEFINE_enum(
     "strategy", "auto", STRATEGIES,
     "tf.distribute strategy. `auto`: multi_worker_mirrored when TF_CONFIG names more than one task, mirrored "

@@ -1,6 +1,8 @@
 """The model registry: a new model is one `@register` function.
 
 Each builder returns an uncompiled tf-keras model that maps float32 images in [0, 1] to class probabilities. The
+classifier layer is float32 in every model: under a mixed-precision policy (trainer/precision.py) its softmax and
+the loss would otherwise round to 16 bits; in float32 training it changes nothing. The
 `mlp` and `cnn` entries are the seed notebook's networks, layer for layer (109,386 and 93,322 parameters); the
 data pipeline reshapes images to the model's input shape, so the seed's `(28, 28)` MLP input stays as it was.
 
@@ -47,7 +49,7 @@ def mlp():
         layers.Flatten(input_shape=(28, 28)),
         layers.Dense(128, activation="relu"),
         layers.Dense(64, activation="relu"),
-        layers.Dense(NUM_CLASSES, activation="softmax"),
+        layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"),
     ], name="mlp")
 
 
@@ -63,7 +65,7 @@ def cnn():
         layers.Conv2D(64, (3, 3), activation="relu"),
         layers.Flatten(),
         layers.Dense(64, activation="relu"),
-        layers.Dense(NUM_CLASSES, activation="softmax"),
+        layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"),
     ], name="cnn")
 
 
@@ -91,5 +93,5 @@ def vgg():
     x = conv_bn_relu(x, 128)
     x = conv_bn_relu(x, 128)
     x = layers.GlobalAveragePooling2D()(x)
-    probabilities = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    probabilities = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32")(x)
     return Model(images, probabilities, name="vgg")

@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 import tf_keras
 from absl import logging
 
-from trainer import data, distribution, evaluate, export, models, outputs
+from trainer import data, distribution, evaluate, export, models, outputs, precision
 from trainer.errors import UserError
 
 HISTORY_FILE = "history.json"
@@ -73,7 +73,8 @@ def run(cfg):
                                   recipe.augmentation)
     data_seconds = time.perf_counter() - started
 
-    with strategy.scope():
+    policy = precision.resolve(cfg.precision, recipe.mixed_precision)
+    with strategy.scope(), precision.policy(policy):
         model = spec.build()
         model.compile(
             optimizer=optimizer(recipe, steps_per_epoch),
@@ -83,8 +84,9 @@ def run(cfg):
             jit_compile=recipe.jit_compile,
         )
     logging.info("Training %s (%d parameters) with recipe %s: %d epochs, global batch %d on %d replica(s), "
-                 "strategy %s; %d training examples%s.", cfg.model, model.count_params(), recipe.name,
-                 recipe.epochs, recipe.batch_size, strategy.num_replicas_in_sync, strategy_name, train_examples,
+                 "strategy %s, %s; %d training examples%s.", cfg.model, model.count_params(), recipe.name,
+                 recipe.epochs, recipe.batch_size, strategy.num_replicas_in_sync, strategy_name, policy,
+                 train_examples,
                  f", {validation_examples} held out for validation" if validation_examples else "")
 
     # The chief stages what it will publish; other workers write the same files somewhere they then delete.
@@ -106,17 +108,17 @@ def run(cfg):
               callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - started
 
-    # Evaluate and export a plain, single-device copy: the same weights, free of the strategy's variables, so
-    # evaluation needs no collectives and the SavedModel loads anywhere.
+    # Evaluate and export a plain, single-device float32 copy: the same weights, free of the strategy's variables
+    # and of the training's number format, so evaluation needs no collectives and the SavedModel loads anywhere.
     plain_model = spec.build()
     plain_model.set_weights(model.get_weights())
     fingerprint = weights_fingerprint(plain_model)
     logging.info("Trained weights fingerprint (sha256): %s", fingerprint)
     test_ds = data.eval_dataset(*data.load(builder, "test"), 1000, spec.input_shape)
-    probabilities, labels = evaluate.predict(plain_model, test_ds, recipe.flip_test_time_augmentation)
+    probabilities, labels = evaluate.predict(plain_model, test_ds, recipe.test_time_augmentation)
     test_metrics, predicted = evaluate.summarize(probabilities, labels)
     export.export_saved_model(plain_model, spec.input_shape, os.path.join(staging, "saved_model"),
-                              recipe.flip_test_time_augmentation)
+                              recipe.test_time_augmentation)
     np.savez_compressed(os.path.join(staging, "test_predictions.npz"),
                         class_id=predicted.astype(np.uint8), label=labels.astype(np.uint8))
 
@@ -130,6 +132,7 @@ def run(cfg):
         "batch_size": recipe.batch_size,
         "learning_rate": recipe.learning_rate,
         "recipe_settings": dataclasses.asdict(recipe),
+        "precision": policy,
         "strategy": strategy_name,
         "num_replicas": int(strategy.num_replicas_in_sync),
         "num_workers": max(1, distribution.cluster_size(tf_config)),
