@@ -42,7 +42,7 @@ def main():
     from trainer import data, models, precision
 
     builder = data.prepare(os.path.abspath(args.data_dir))
-    images, labels = data.load(builder, f"train[:{args.train_examples}]" if args.train_examples else "train")
+    images, labels = data.load(builder, data.train_split(args.train_examples))
     spec = models.get(args.model)
     ds = data.train_dataset(images, labels, args.batch_size, spec.input_shape, seed=1)
     with precision.policy(args.precision):

@@ -142,28 +142,26 @@ def training_table(runs, models):
 # ---- 2. what each execution setting buys -------------------------------------------------------------------
 
 def ablation_variants(model):
-    """(label, epoch_time.py flags): from the seed's execution, one change at a time, to the fast recipe's."""
+    """(label, epoch_time.py flags): from the seed's execution, one change at a time, to the fast recipe's.
+
+    Each row keeps the changes above it; the settings the fast recipe does not use come last, on top of it all.
+    """
     from trainer import recipes
     fast = recipes.get("fast", model)
-    variants = [
-        ("seed: batch 32, 1 step per call", ["--batch_size=32", "--steps_per_execution=1"]),
-        ("+ 64 steps per call", ["--batch_size=32", "--steps_per_execution=64"]),
-        (f"+ batch {fast.batch_size}", [f"--batch_size={fast.batch_size}", "--steps_per_execution=64"]),
-    ]
+    variants = [("seed: batch 32, 1 step per call", ["--batch_size=32", "--steps_per_execution=1"])]
+    flags = ["--batch_size=32", "--steps_per_execution=64"]
+    variants.append(("+ 64 steps per call", list(flags)))
+    flags = [f"--batch_size={fast.batch_size}", "--steps_per_execution=64"]
+    variants.append((f"+ batch {fast.batch_size}", list(flags)))
     if fast.threads_per_op:
-        variants.append((f"+ {fast.threads_per_op} thread per op", [
-            f"--batch_size={fast.batch_size}", "--steps_per_execution=64", f"--threads_per_op={fast.threads_per_op}"]))
+        flags = flags + [f"--threads_per_op={fast.threads_per_op}"]
+        variants.append((f"+ {fast.threads_per_op} thread per op", list(flags)))
     if fast.mixed_precision:
-        variants.append(("+ mixed bfloat16", [
-            f"--batch_size={fast.batch_size}", "--steps_per_execution=64", "--precision=mixed_bfloat16"]))
+        flags = flags + ["--precision=mixed_bfloat16"]
+        variants.append(("+ mixed bfloat16", list(flags)))
     else:
-        variants.append(("(fast + mixed bfloat16, not used)", [
-            f"--batch_size={fast.batch_size}", "--steps_per_execution=64", "--precision=mixed_bfloat16",
-            *([f"--threads_per_op={fast.threads_per_op}"] if fast.threads_per_op else [])]))
-    variants.append(("(fast + XLA jit_compile, not used)", [
-        f"--batch_size={fast.batch_size}", "--steps_per_execution=64", "--jit_compile",
-        *([f"--threads_per_op={fast.threads_per_op}"] if fast.threads_per_op else []),
-        *(["--precision=mixed_bfloat16"] if fast.mixed_precision else [])]))
+        variants.append(("(fast + mixed bfloat16, not used)", flags + ["--precision=mixed_bfloat16"]))
+    variants.append(("(fast + XLA jit_compile, not used)", flags + ["--jit_compile"]))
     return variants
 
 
@@ -199,7 +197,7 @@ def load_split(args, split):
 def pipeline(args, runs):
     """examples/s of the fast recipe's training stream alone, next to its training step rate."""
     from trainer import data, models, recipes
-    images, labels = load_split(args, "train[:2000]" if args.quick else "train")
+    images, labels = load_split(args, data.train_split(2000 if args.quick else None))
     rows = []
     for model in args.models:
         for recipe_name in ("seed", "fast"):

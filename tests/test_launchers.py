@@ -480,7 +480,8 @@ def test_vertex_spec_matches_the_customjobspec_schema(schema, name):
     pools = spec["workerPoolSpecs"]
     assert pools[0]["replicaCount"] == 1  # Vertex: the primary pool has exactly one replica
     for pool in pools:
-        assert pool["machineSpec"]["acceleratorType"].startswith("NVIDIA_") and pool["machineSpec"]["acceleratorCount"] >= 1
+        machine = pool["machineSpec"]
+        assert machine["acceleratorType"].startswith("NVIDIA_") and machine["acceleratorCount"] >= 1
         assert pool["containerSpec"]["imageUri"].endswith("-gpu")
         assert pool["containerSpec"] == pools[0]["containerSpec"]
         assert not any(a.startswith("--output_dir") for a in pool["containerSpec"]["args"])  # AIP_MODEL_DIR

@@ -35,6 +35,11 @@ def prepare(data_dir=None, manual_dir=None):
     return builder
 
 
+def train_split(examples=None):
+    """The TFDS split name of the first `examples` training examples (all of them when None or 0)."""
+    return f"train[:{examples}]" if examples else "train"
+
+
 def load(builder, split):
     """A split decoded into memory, in its stored order: uint8 images [N, 28, 28, 1] and int64 labels [N]."""
     batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))

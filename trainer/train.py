@@ -56,8 +56,7 @@ def run(cfg):
     started = time.perf_counter()
     builder = data.prepare(cfg.data_dir, cfg.tfds_manual_dir)
     spec = models.get(cfg.model)
-    train_split = f"train[:{cfg.train_examples}]" if cfg.train_examples else "train"
-    train_images, train_labels = data.load(builder, train_split)
+    train_images, train_labels = data.load(builder, data.train_split(cfg.train_examples))
     validation_examples = int(round(len(train_labels) * cfg.validation_split))
     if validation_examples:
         # The last examples of the training split: held out for tuning and early stopping, never the test split.
