@@ -78,6 +78,13 @@ def test_pipeline_shards_by_data_for_many_workers(mock_arrays):
         assert policy == tf.data.experimental.AutoShardPolicy.DATA
 
 
+def test_pipeline_runs_without_the_autotuner(mock_arrays):
+    # Its background thread held up the iterator's destruction, and so the end of `fit`, for up to a minute.
+    for ds in (data.train_dataset(*mock_arrays, batch_size=8, input_shape=(28, 28, 1), seed=1),
+               data.eval_dataset(*mock_arrays, batch_size=8, input_shape=(28, 28, 1))):
+        assert ds.options().autotune.enabled is False
+
+
 def test_eval_split_is_batched_in_stored_order(mock_arrays):
     images, labels = mock_arrays
     ds = data.eval_dataset(images, labels, batch_size=30, input_shape=(28, 28))

@@ -9,7 +9,14 @@ per batch too. The pipeline is batched with the *global* batch size; Keras split
 Sharding: tf.data's default FILE auto-sharding cannot give several workers disjoint data here (TFDS stores each
 split as one file, and the arrays are one tensor). The DATA policy makes every worker read the stream and keep its
 own share; since every worker shuffles with the same seed, the shares are disjoint and together cover the epoch.
+
+Parallelism is fixed (one map call per core, a few batches prefetched), and tf.data's autotuner is off. The stream
+outruns training 6-70x without it (docs/benchmarks.md), and with it the end of `fit` stalled in about half the runs,
+for a time that grew with the run (4 s after one epoch, 13 s after five, 50 s after twenty): destroying the
+iterator waited for the autotuner's background thread to wake from its sleep between optimizations.
 """
+
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -46,10 +53,15 @@ def load(builder, split):
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
+PARALLEL_CALLS = os.cpu_count() or 2
+PREFETCH_BATCHES = 4
+
+
 def pipeline_options():
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
+    options.autotune.enabled = False  # see the module docstring
     return options
 
 
@@ -70,21 +82,21 @@ def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=No
     images, labels = tf.constant(images), tf.constant(labels)
     ds = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     ds = ds.map(lambda index: (scale(tf.gather(images, index), IMAGE_SHAPE), tf.gather(labels, index)),
-                num_parallel_calls=tf.data.AUTOTUNE)
+                num_parallel_calls=PARALLEL_CALLS)
     if augmentation is not None and augmentation.enabled:
         # One pair of stateless seeds per batch, different in every epoch, the same in every run with this seed.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, pair: (augment(batch[0], pair, augmentation), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
+            lambda batch, pair: (augment(batch[0], pair, augmentation), batch[1]), num_parallel_calls=PARALLEL_CALLS)
     ds = ds.map(lambda x, y: (tf.reshape(x, [-1, *input_shape]), y))
-    return ds.repeat().prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
+    return ds.repeat().prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
 def eval_dataset(images, labels, batch_size, input_shape):
     """A split in its stored order, batched and scaled; for validation and the final test."""
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
-    ds = ds.map(lambda x, y: (scale(x, input_shape), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
+    ds = ds.map(lambda x, y: (scale(x, input_shape), y), num_parallel_calls=PARALLEL_CALLS)
+    return ds.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
 def augment(images, seed_pair, augmentation):
