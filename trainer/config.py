@@ -73,6 +73,6 @@ def from_flags(flag_values, environ=None):
     )
 
 
-_OWN_FLAGS = ("model", "recipe", "epochs", "batch_size", "learning_rate", "precision", "strategy", "output_dir", "checkpoint_dir",
-              "tensorboard_dir", "data_dir", "tfds_manual_dir", "train_examples", "validation_split",
+_OWN_FLAGS = ("model", "recipe", "epochs", "batch_size", "learning_rate", "precision", "strategy", "output_dir",
+              "checkpoint_dir", "tensorboard_dir", "data_dir", "tfds_manual_dir", "train_examples", "validation_split",
               "early_stopping_patience", "seed", "overwrite")

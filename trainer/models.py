@@ -75,8 +75,9 @@ def vgg():
 
     Five 3x3 convolutions (32, then 64, 64, then 128, 128 filters), each followed by batch normalization and ReLU,
     max-pooling after the first and the third, then global average pooling into the classifier. Sized for a
-    2-core CPU: an epoch costs about five of the seed CNN's (~42 s here), so the strong recipe's 12 epochs fit in
-    ten minutes; of the ResNet- and VGG-style shapes we timed it was the widest that did (docs/benchmarks.md).
+    2-core CPU: an epoch costs about five of the seed CNN's (~42 s here in float32, ~28 s in mixed bfloat16, so the
+    strong recipe's 20 epochs fit in ten minutes); of the ResNet- and VGG-style shapes we timed it was the widest
+    that kept its epochs in budget (docs/benchmarks.md).
     """
     from tf_keras import Input, Model, layers
 
