@@ -62,7 +62,9 @@ def test_vgg_normalizes_every_convolution_and_ends_in_probabilities():
     assert all(kinds[i + 1] == "BatchNormalization" and kinds[i + 2] == "ReLU" for i in convs)
     assert all(not model.layers[i].use_bias for i in convs)  # the batch norm's shift is the bias
     assert [model.layers[i].filters for i in convs] == [32, 64, 64, 128, 128]
-    assert model.count_params() == 279_722
+    # The classifier reads the whole 7x7x128 map (where each feature was), not its average.
+    assert model.layers[-1].input_shape == (None, 7 * 7 * 128)
+    assert model.count_params() == 341_162
     assert model.output_shape == (None, 10)
 
 

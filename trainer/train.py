@@ -200,16 +200,25 @@ def configure_threads(recipe, multi_process):
                         recipe.threads_per_op)
 
 
+# Variables that weight decay leaves alone: batch normalization's scale and shift and every bias. They set a
+# feature's scale and offset, not what it detects; shrinking them toward zero regularizes nothing useful.
+NOT_DECAYED = ("gamma", "beta", "bias")
+
+
 def optimizer(recipe, steps_per_epoch):
     """The recipe's optimizer: Adam as in the seed, or SGD with Nesterov momentum; both with decoupled weight
-    decay (AdamW-style: each step shrinks every weight by learning rate x weight_decay) when the recipe sets one."""
+    decay (AdamW-style: each step shrinks every kernel by learning rate x weight_decay) when the recipe sets one."""
     rate = learning_rate(recipe, steps_per_epoch)
     decay = recipe.weight_decay or None
     if recipe.optimizer == "sgd":
-        return tf_keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=decay)
-    if recipe.optimizer == "adam":
-        return tf_keras.optimizers.Adam(learning_rate=rate, weight_decay=decay)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+        chosen = tf_keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=decay)
+    elif recipe.optimizer == "adam":
+        chosen = tf_keras.optimizers.Adam(learning_rate=rate, weight_decay=decay)
+    else:
+        raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    if decay:
+        chosen.exclude_from_weight_decay(var_names=list(NOT_DECAYED))
+    return chosen
 
 
 def crossentropy(label_smoothing):
