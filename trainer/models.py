@@ -75,8 +75,8 @@ def vgg():
 
     Five 3x3 convolutions (32, then 64, 64, then 128, 128 filters), each followed by batch normalization and ReLU,
     max-pooling after the first and the third, then the 7x7x128 feature map flattened into the classifier. Sized
-    for a 2-core CPU: an epoch costs about five of the seed CNN's (~42 s here in float32, ~28 s in mixed bfloat16,
-    so the strong recipe's 20 epochs fit in ten minutes); of the ResNet- and VGG-style shapes we timed it was the
+    for a 2-core CPU: an epoch costs about five of the seed CNN's (~42 s here in float32, 27-35 s in mixed bfloat16,
+    so the strong recipe's 18 epochs fit in ten minutes); of the ResNet- and VGG-style shapes we timed it was the
     widest that kept its epochs in budget (docs/benchmarks.md). The flattened head keeps where in the image each
     feature was, at no measurable cost in time; global average pooling, tried first, ended with the same
     validation accuracy and a higher validation loss (docs/benchmarks.md).
