@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import ROOT, TFDS_MANUAL_DIR, DATA_DIR
+from conftest import ROOT, TFDS_MANUAL_DIR, DATA_DIR, assert_ok, data_flags, read_metrics, run_trainer
 
 
 def test_speed_benchmark_smoke_run_prints_every_table(prepared_data, tmp_path):
@@ -24,3 +24,30 @@ def test_speed_benchmark_smoke_run_prints_every_table(prepared_data, tmp_path):
     assert sum("+ 1 thread per op" in row for row in rows) == 1  # the MLP's ablation names its thread setting
     assert (tmp_path / "mlp-2-workers" / "metrics.json").exists()
     assert "Machine: 2 cores" in report or "Machine: " in report
+
+
+def test_score_validation_scores_exactly_the_held_out_images(prepared_data, tmp_path):
+    run = tmp_path / "run"
+    assert_ok(run_trainer("--model=mlp", "--recipe=seed", "--train_examples=1000", "--validation_split=0.3",
+                          "--epochs=1", f"--output_dir={run}", *data_flags()))
+    keras_accuracy = read_metrics(run)["validation_accuracy"]
+    proc = subprocess.run(
+        [sys.executable, "bench/score_validation.py", str(run), f"--data_dir={DATA_DIR}",
+         f"--tfds_manual_dir={TFDS_MANUAL_DIR}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, row = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert header.startswith("| run | none acc | none loss | flip acc |")
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[0] == str(run) and len(cells) == 1 + 2 * 3
+    # The image's own view is what Keras scored on the 300 held-out images during fit (the same weights, float32).
+    assert abs(float(cells[1]) - keras_accuracy) <= 1 / 300 + 1e-9
+
+
+def test_score_validation_refuses_a_run_without_a_validation_split(prepared_data, tmp_path):
+    run = tmp_path / "run"
+    assert_ok(run_trainer("--model=mlp", "--recipe=seed", "--train_examples=200", "--epochs=1",
+                          f"--output_dir={run}", *data_flags()))
+    proc = subprocess.run([sys.executable, "bench/score_validation.py", str(run), f"--data_dir={DATA_DIR}",
+                           f"--tfds_manual_dir={TFDS_MANUAL_DIR}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1 and "without --validation_split" in proc.stderr
