@@ -15,21 +15,20 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import trainer  # noqa: E402,F401  (selects tf-keras before TensorFlow loads)
+from speed import add_data_args, load_split  # noqa: E402  (the same data flags and loader as the benchmarks)
 from trainer import data, evaluate, models  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+")
-    parser.add_argument("--data_dir", default=os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds"))
-    parser.add_argument("--tfds_manual_dir", default=os.environ.get(
-        "TFDS_MANUAL_DIR", str(ROOT.parent / "shared" / "datasets" / "fashion-mnist")))
+    add_data_args(parser)
     args = parser.parse_args(argv)
     import tensorflow as tf
 
-    builder = data.prepare(args.data_dir, args.tfds_manual_dir)
     cached = {}
     print("| run | " + " | ".join(f"{views} acc | {views} loss" for views in evaluate.TEST_TIME_VIEWS) + " |")
     for run in args.runs:
@@ -39,7 +38,7 @@ def main(argv=None):
             sys.exit(f"{run} held out no validation examples (trained without --validation_split)")
         split = data.train_split(metrics["train_examples"] + held_out)
         if split not in cached:
-            cached[split] = data.load(builder, split)
+            cached[split] = load_split(args, split)
         images, labels = cached[split]
         input_shape = models.get(metrics["model"]).input_shape
         dataset = data.eval_dataset(images[-held_out:], labels[-held_out:], 1000, input_shape)

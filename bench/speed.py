@@ -36,15 +36,19 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_MANUAL_DIR = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
 
 
+def add_data_args(parser):
+    """--data_dir and --tfds_manual_dir, defaulting as the Makefile does (every bench script takes them)."""
+    parser.add_argument("--data_dir", default=os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds"))
+    parser.add_argument("--tfds_manual_dir", default=os.environ.get("TFDS_MANUAL_DIR", str(DEFAULT_MANUAL_DIR)))
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 examples, 1 epoch, 1 seed")
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated registered models")
     parser.add_argument("--seeds", default="1,2,3", help="seeds of the fast recipe's runs")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed"), help="runs and results")
-    parser.add_argument("--data_dir", default=os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds"))
-    parser.add_argument("--tfds_manual_dir", default=os.environ.get("TFDS_MANUAL_DIR",
-                                                                    str(DEFAULT_MANUAL_DIR)))
+    add_data_args(parser)
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: ablation, pipeline, "
                                                    "inference, workers")
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from speed import machine, train  # noqa: E402  (the same trainer runner as the speed benchmark)
+from speed import add_data_args, machine, train  # noqa: E402  (the same trainer runner as the speed benchmark)
 
 TARGET = 0.93
 
@@ -32,9 +32,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--short_epochs", type=int, default=9, help="the short schedule for the time to 0.93; 0: none")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "strong"))
-    parser.add_argument("--data_dir", default=os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds"))
-    parser.add_argument("--tfds_manual_dir", default=os.environ.get(
-        "TFDS_MANUAL_DIR", str(ROOT.parent / "shared" / "datasets" / "fashion-mnist")))
+    add_data_args(parser)
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s][:1 if args.quick else None]
     os.makedirs(args.out, exist_ok=True)
