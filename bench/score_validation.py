@@ -39,9 +39,8 @@ def main(argv=None):
         split = data.train_split(metrics["train_examples"] + held_out)
         if split not in cached:
             cached[split] = load_split(args, split)
-        images, labels = cached[split]
-        input_shape = models.get(metrics["model"]).input_shape
-        dataset = data.eval_dataset(images[-held_out:], labels[-held_out:], 1000, input_shape)
+        _, validation = data.hold_out(*cached[split], held_out)
+        dataset = data.eval_dataset(*validation, 1000, models.get(metrics["model"]).input_shape)
         model = tf.saved_model.load(os.path.join(run, "saved_model")).model
         cells = []
         for views in evaluate.TEST_TIME_VIEWS:

@@ -144,3 +144,10 @@ def test_augmented_stream_is_reproducible_from_the_seed_and_differs_per_epoch(mo
     plain, _ = epochs_pixels(data.train_dataset(*mock_arrays, batch_size=32, input_shape=(28, 28, 1), seed=3),
                              steps_per_epoch=2)
     assert not np.array_equal(epoch1, plain)
+
+
+def test_hold_out_keeps_the_first_examples_and_holds_out_the_last():
+    images, labels = np.arange(10 * 4).reshape(10, 2, 2), np.arange(10)
+    (kept_images, kept_labels), (held_images, held_labels) = data.hold_out(images, labels, 3)
+    assert kept_labels.tolist() == list(range(7)) and held_labels.tolist() == [7, 8, 9]
+    np.testing.assert_array_equal(np.concatenate([kept_images, held_images]), images)

@@ -53,6 +53,16 @@ def load(builder, split):
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
+def hold_out(images, labels, count):
+    """Splits off the last `count` examples: ((kept images, labels), (held-out images, labels)).
+
+    The validation split is the end of the training split (never the test split), so a run and any later scoring
+    of it (bench/score_validation.py) agree on which images were held out.
+    """
+    kept = len(labels) - count
+    return (images[:kept], labels[:kept]), (images[kept:], labels[kept:])
+
+
 PARALLEL_CALLS = os.cpu_count() or 2
 PREFETCH_BATCHES = 4
 

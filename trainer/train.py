@@ -59,10 +59,9 @@ def run(cfg):
     train_images, train_labels = data.load(builder, data.train_split(cfg.train_examples))
     validation_examples = int(round(len(train_labels) * cfg.validation_split))
     if validation_examples:
-        # The last examples of the training split: held out for tuning and early stopping, never the test split.
-        validation = data.eval_dataset(train_images[-validation_examples:], train_labels[-validation_examples:],
-                                       1000, spec.input_shape)
-        train_images, train_labels = train_images[:-validation_examples], train_labels[:-validation_examples]
+        # Held out for tuning and early stopping, never the test split.
+        (train_images, train_labels), held_out = data.hold_out(train_images, train_labels, validation_examples)
+        validation = data.eval_dataset(*held_out, 1000, spec.input_shape)
     else:
         validation = None
     train_examples = len(train_labels)
