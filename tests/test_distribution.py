@@ -55,6 +55,35 @@ def test_vertex_cluster_spec_becomes_tf_config():
     assert distribution.is_chief(distribution.cluster_spec_from_env({"CLUSTER_SPEC": json.dumps(chief_spec)}))
 
 
+def test_vertex_reduction_server_and_evaluator_pools_are_not_tensorflow_workers():
+    """Pool 2 is the parameter-server / Reduction Server pool and pool 3 the evaluators: not in the collectives."""
+    spec = {"cluster": {"workerpool0": ["chief:2222"], "workerpool1": ["w0:2222", "w1:2222"],
+                        "workerpool2": ["rs0:2222", "rs1:2222"], "workerpool3": ["eval:2222"]},
+            "environment": "cloud", "task": {"type": "workerpool1", "index": 1}}
+
+    def derived(pool, index):
+        return distribution.cluster_spec_from_env({"CLUSTER_SPEC": json.dumps(dict(spec, task={"type": pool,
+                                                                                               "index": index}))})
+
+    worker = derived("workerpool1", 1)
+    assert worker == {"cluster": {"chief": ["chief:2222"], "worker": ["w0:2222", "w1:2222"]},
+                      "task": {"type": "worker", "index": 1}}
+    assert distribution.cluster_size(worker) == 3  # the chief and two workers; the reduction servers are not
+    assert distribution.resolve("auto", worker, num_gpus=1) == "multi_worker_mirrored"
+    chiefs = [distribution.is_chief(derived(pool, index))
+              for pool, hosts in spec["cluster"].items() for index in range(len(hosts))]
+    assert chiefs == [True, False, False, False, False, False]
+    assert derived("workerpool2", 1)["task"] == {"type": "ps", "index": 1}
+    assert derived("workerpool3", 0)["task"] == {"type": "evaluator", "index": 0}
+    assert derived("workerpool2", 0)["cluster"] == worker["cluster"]
+    # A chief and a Reduction Server only (no worker pool): one TensorFlow task, no multi-worker strategy.
+    alone = {"cluster": {"workerpool0": ["chief:2222"], "workerpool2": ["rs0:2222"]},
+             "task": {"type": "workerpool0", "index": 0}}
+    tf_config = distribution.cluster_spec_from_env({"CLUSTER_SPEC": json.dumps(alone)})
+    assert tf_config == {"cluster": {"chief": ["chief:2222"]}, "task": {"type": "chief", "index": 0}}
+    assert distribution.resolve("auto", tf_config, num_gpus=0) == "default"
+
+
 def test_default_strategy_on_a_single_cpu_machine():
     strategy, name = distribution.get_strategy("auto", tf_config={})
     assert name == "default"

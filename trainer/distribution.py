@@ -15,8 +15,11 @@ def cluster_spec_from_env(environ=None):
 
     Vertex AI sets `TF_CONFIG` for TensorFlow jobs; where only its `CLUSTER_SPEC` is present (custom containers
     can see either), the same cluster and task are derived from it. Vertex names its replica pools
-    `workerpool0..3`; pool 0 is the chief, pools 1 and 2 are workers (pool 3 would be a reduction server, which
-    takes no part in TensorFlow's collectives).
+    `workerpool0..3` by position (Vertex AI's distributed-training docs): pool 0 is the primary replica (the
+    chief), pool 1 the workers, pool 2 the parameter servers or a Reduction Server, pool 3 the evaluators. Only
+    pools 0 and 1 take part in MultiWorkerMirroredStrategy's collectives, so only they form the cluster; a
+    process in pool 2 or 3 gets TensorFlow's name for its role (`ps`, `evaluator`), which is not a chief and not
+    counted by `cluster_size`.
     """
     environ = os.environ if environ is None else environ
     if environ.get("TF_CONFIG"):
@@ -26,19 +29,12 @@ def cluster_spec_from_env(environ=None):
         pools = spec.get("cluster", {})
         task = spec.get("task", {})
         cluster = {}
-        if pools.get("workerpool0"):
-            cluster["chief"] = pools["workerpool0"]
-        workers = list(pools.get("workerpool1", [])) + list(pools.get("workerpool2", []))
-        if workers:
-            cluster["worker"] = workers
+        for pool, role in (("workerpool0", "chief"), ("workerpool1", "worker")):
+            if pools.get(pool):
+                cluster[role] = list(pools[pool])
+        roles = {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps", "workerpool3": "evaluator"}
         pool, index = task.get("type", "workerpool0"), int(task.get("index", 0))
-        if pool == "workerpool0":
-            task_type = "chief"
-        else:
-            task_type = "worker"
-            if pool == "workerpool2":
-                index += len(pools.get("workerpool1", []))
-        return {"cluster": cluster, "task": {"type": task_type, "index": index}}
+        return {"cluster": cluster, "task": {"type": roles.get(pool, pool), "index": index}}
     return {}
 
 
