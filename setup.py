@@ -1,4 +1,9 @@
-"""Package `trainer` with its console script `fmnist-train` (the same as `python -m trainer.task`)."""
+"""Package `trainer`: the console scripts `fmnist-train` (= `python -m trainer.task`) and `fmnist-predict`.
+
+The same package is the Vertex AI Python package (`python -m build` -> dist/*.tar.gz, run by a prebuilt training
+container as `python -m trainer.task`). Its pins come from the requirements files, which MANIFEST.in ships in the
+source package, so that it installs from the sdist as from the repository.
+"""
 
 import pathlib
 
@@ -9,7 +14,7 @@ HERE = pathlib.Path(__file__).parent
 
 def requirements(name):
     lines = (HERE / name).read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return [line.split(" #")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 setup(
@@ -19,6 +24,6 @@ setup(
     packages=find_packages(include=["trainer", "trainer.*"]),
     python_requires=">=3.10",
     install_requires=requirements("requirements.txt"),
-    extras_require={"test": requirements("requirements-test.txt")},
-    entry_points={"console_scripts": ["fmnist-train=trainer.task:run"]},
+    extras_require={"test": requirements("requirements-test.txt"), "report": requirements("requirements-report.txt")},
+    entry_points={"console_scripts": ["fmnist-train=trainer.task:run", "fmnist-predict=trainer.predict:run"]},
 )
