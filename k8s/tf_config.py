@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Builds TF_CONFIG for one pod of a Kubernetes Indexed Job, then runs the trainer with it.
 
-    python3 k8s/tf_config.py fmnist-train --model=cnn ...     (the multi-worker Job's container command)
+    python3 k8s/tf_config.py fmnist-train --model=cnn ...     (the multi-worker pods' container command)
 
-Every pod of the Indexed Job (k8s/overlays/multi-worker) runs this same command; only its completion index
-differs. Worker i of N gets
+Every pod of the multi-worker JobSet's Indexed child Job (k8s/overlays/multi-worker) runs this same command;
+only its completion index differs. Worker i of N gets
 
     TF_CONFIG={"cluster": {"worker": [HOST_0, ..., HOST_N-1]}, "task": {"type": "worker", "index": i}}
 
@@ -14,14 +14,17 @@ and worker 0 is the chief (the trainer's rule when the cluster names no `chief`)
 | --- | --- | --- |
 | `JOB_COMPLETION_INDEX` | this pod's index, 0..N-1 (Kubernetes sets it in an Indexed Job) | required |
 | `WORKER_COUNT` | N, the Job's `completions` and `parallelism` | required unless `TF_CONFIG_HOSTS` |
-| `JOB_NAME` | the Job's name (the pod label `job-name`) | needed by the default template |
+| `JOB_NAME` | the (child) Job's name (the pod label `job-name`) | needed by the default template |
 | `WORKER_SERVICE` | the headless Service, the pods' `subdomain` | needed by the default template |
 | `TF_CONFIG_PORT` | the port every worker listens on | 2222 |
 | `WORKER_HOST_TEMPLATE` | the address of worker `{index}`; may use `{index}`, `{job}`, `{service}`, `{port}` | `{job}-{index}.{service}:{port}` |
 | `TF_CONFIG_HOSTS` | comma-separated `host:port` of every worker, in index order; overrides the three above | unset |
 
 The default template gives the DNS names Kubernetes creates for an Indexed Job whose pods have `subdomain` set
-to a headless Service: `<job>-<index>.<service>`. To run the same command as local processes, give each
+to a headless Service: `<job>-<index>.<service>`. In a JobSet (`network.enableDNSHostnames`) the child Job is
+named `<jobset>-<replicatedJob>-<jobIndex>`, so the same template gives the names JobSet documents,
+`<jobset>-<replicatedJob>-<jobIndex>-<podIndex>.<subdomain>` (one replicated Job, one replica: the cluster is
+that child Job's pods). To run the same command as local processes, give each
 process its own index and the local addresses instead, e.g.
 `TF_CONFIG_HOSTS=localhost:23456,localhost:23457 JOB_COMPLETION_INDEX=1 python3 k8s/tf_config.py fmnist-train ...`.
 
