@@ -699,7 +699,7 @@ def test_multi_worker_jobset_restarts_its_workers_together(rendered):
     assert env["JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['job-name']"
     assert c["command"] == ["python3", "k8s/tf_config.py", "fmnist-train"]
     # Workers may reach each other's port, and only that.
-    labels = pod and job["spec"]["template"]["metadata"]["labels"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
     allow = [d for d in docs if d["kind"] == "NetworkPolicy" and d["spec"].get("ingress")]
     assert len(allow) == 1
     assert allow[0]["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
