@@ -322,6 +322,9 @@ def test_jobset_and_experiment_match_their_published_api_models(rendered):
     actions = re.search(r"Valid values are ([\w, ]+)\.", models["JobSetRule"].model_fields["action"].description)
     assert {rule["action"] for rule in policy["rules"]} <= {a.strip() for a in actions.group(1).split(",")}
     assert policy["restartStrategy"] in {"Recreate", "BlockingRecreate", "InPlaceRestart"}
+    name_rule = re.search(r'must match the regular expression "(.+?)"\.',
+                          models["JobSetRule"].model_fields["name"].description)
+    assert all(re.fullmatch(name_rule.group(1), rule["name"]) for rule in policy["rules"]), name_rule.group(1)
     reasons = {"BackoffLimitExceeded", "DeadlineExceeded", "PodFailurePolicy", "MaxFailedIndexesExceeded"}
     assert {r for rule in policy["rules"] for r in rule.get("onJobFailureReasons", [])} <= reasons
     spec = experiment["spec"]
