@@ -1,23 +1,21 @@
 # fmnist-trainer: the trainer on the official TensorFlow image of the version requirements.txt pins.
 #
-#   docker build -t fmnist-trainer:0.1.0-gpu .                           # GPU (CUDA from the base image)
-#   docker build --build-arg VARIANT=cpu -t fmnist-trainer:0.1.0-cpu .   # CPU only, a smaller base
+#   docker build -t fmnist-trainer:0.1.0-gpu .                    # GPU (CUDA from the base image): the last stage
+#   docker build --target cpu -t fmnist-trainer:0.1.0-cpu .       # CPU only, a smaller base
 #   docker run --rm fmnist-trainer:0.1.0-cpu --model=cnn --output_dir=/out
 #
-# The entry point is the trainer itself: every `docker run` argument is a trainer flag (see docs/launch.md).
-# TF_VERSION must equal the tensorflow pin in requirements.txt (tests/test_launchers.py checks it).
-ARG TF_VERSION=2.21.0
-ARG VARIANT=gpu
+# `podman build` takes the same arguments. The entry point is the trainer itself: every `docker run` argument is a
+# trainer flag (see docs/launch.md).
+#
+# One stage per variant, each on its own pinned base, with the same instructions below its FROM line
+# (tests/test_launchers.py checks that they are identical): no ARG is needed to choose a base, because
+# podman 4.3 does not apply an ARG default inside `FROM base-${VARIANT}`. The tags must equal the tensorflow pin
+# in requirements.txt (checked there too); on these bases pip then finds TensorFlow installed and adds only the
+# rest of requirements.txt.
 
-FROM tensorflow/tensorflow:${TF_VERSION}-gpu AS base-gpu
-FROM tensorflow/tensorflow:${TF_VERSION} AS base-cpu
-
-# The tag is pinned on the two FROM lines above; this line only picks one of them by VARIANT (so DL3006,
-# "tag the version of an image", does not apply to it).
-# hadolint ignore=DL3006
-FROM base-${VARIANT}
+# ------------------------------------------------------------------------------------------------- CPU
+FROM tensorflow/tensorflow:2.21.0 AS cpu
 # checkov:skip=CKV_DOCKER_2: a batch job that exits when training ends: no long-running service to health-check
-# checkov:skip=CKV_DOCKER_7: the base is a named stage whose image tag (TF_VERSION) is pinned above
 
 LABEL org.opencontainers.image.title="fmnist-trainer" \
       org.opencontainers.image.description="Fashion-MNIST batch training job (python -m trainer.task)"
@@ -35,19 +33,64 @@ ENV TF_USE_LEGACY_KERAS=1 \
 WORKDIR /opt/fmnist
 
 # Dependencies first, in their own layer: they change far less often than the code.
-COPY requirements.txt constraints.txt requirements-test.txt ./
+COPY requirements.txt constraints.txt ./
 RUN python3 -m pip install --no-cache-dir -r requirements.txt -c constraints.txt
 
-COPY setup.py ./
+# The package (setup.py lists requirements.txt's pins and the test/report extras from their files) and the
+# launcher that builds TF_CONFIG for a Kubernetes Indexed Job (k8s/overlays/multi-worker). The last command is
+# the build's check: the trainer and its runtime (TensorFlow, tf-keras, TFDS) import.
+COPY setup.py requirements-test.txt requirements-report.txt ./
 COPY trainer/ trainer/
-# The launcher that builds TF_CONFIG for a Kubernetes Indexed Job (k8s/overlays/multi-worker).
 COPY k8s/tf_config.py k8s/tf_config.py
 RUN python3 -m pip install --no-cache-dir --no-deps . \
+    && rm -rf build ./*.egg-info \
     && groupadd --gid 10001 trainer \
     && useradd --uid 10001 --gid 10001 --home-dir /home/trainer --create-home --shell /usr/sbin/nologin trainer \
     && mkdir -p /data/tfds /out \
     && chown -R 10001:10001 /data /out \
-    && fmnist-train --helpshort > /dev/null
+    && python3 -I -c "import trainer.task, trainer.train"
+
+# A numeric user, so that Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+
+ENTRYPOINT ["fmnist-train"]
+
+# ------------------------------------------------------------------------------------------------- GPU
+FROM tensorflow/tensorflow:2.21.0-gpu AS gpu
+# checkov:skip=CKV_DOCKER_2: a batch job that exits when training ends: no long-running service to health-check
+
+LABEL org.opencontainers.image.title="fmnist-trainer" \
+      org.opencontainers.image.description="Fashion-MNIST batch training job (python -m trainer.task)"
+
+# The same Keras as in every other launcher (tf-keras, see trainer/__init__.py); unbuffered logs; no .pyc
+# writes into a read-only root file system. TFDS keeps its data under /data/tfds (a volume on Kubernetes).
+ENV TF_USE_LEGACY_KERAS=1 \
+    TF_CPP_MIN_LOG_LEVEL=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/home/trainer \
+    TFDS_DATA_DIR=/data/tfds
+
+WORKDIR /opt/fmnist
+
+# Dependencies first, in their own layer: they change far less often than the code.
+COPY requirements.txt constraints.txt ./
+RUN python3 -m pip install --no-cache-dir -r requirements.txt -c constraints.txt
+
+# The package (setup.py lists requirements.txt's pins and the test/report extras from their files) and the
+# launcher that builds TF_CONFIG for a Kubernetes Indexed Job (k8s/overlays/multi-worker). The last command is
+# the build's check: the trainer and its runtime (TensorFlow, tf-keras, TFDS) import.
+COPY setup.py requirements-test.txt requirements-report.txt ./
+COPY trainer/ trainer/
+COPY k8s/tf_config.py k8s/tf_config.py
+RUN python3 -m pip install --no-cache-dir --no-deps . \
+    && rm -rf build ./*.egg-info \
+    && groupadd --gid 10001 trainer \
+    && useradd --uid 10001 --gid 10001 --home-dir /home/trainer --create-home --shell /usr/sbin/nologin trainer \
+    && mkdir -p /data/tfds /out \
+    && chown -R 10001:10001 /data /out \
+    && python3 -I -c "import trainer.task, trainer.train"
 
 # A numeric user, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001

@@ -90,3 +90,10 @@ constraints:
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+## The container image, built with podman and run the way the manifests run it (tests/test_image.py, docs/launch.md).
+## On a fresh Debian machine, as root, jobs/image_test.sh first installs podman, runc and mmdebstrap with apt, and
+## where no registry is reachable it builds a stand-in for the Dockerfile's base; the second run reuses both.
+.PHONY: image-test
+image-test: setup data
+	jobs/image_test.sh $(PYTEST_ARGS)
