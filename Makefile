@@ -20,7 +20,7 @@ DATA_STAMP := $(DATA_DIR)/fashion_mnist/3.0.1/dataset_info.json
 
 LINT_VENV := build/lint-venv
 
-.PHONY: setup lint-venv data run test reproduce bench bench-strong constraints clean
+.PHONY: setup lint-venv data run test test-fast reproduce bench bench-strong constraints clean
 
 setup: $(VENV)/.installed
 
@@ -55,7 +55,11 @@ run: setup data
 	$(PY) -m trainer.compare $(OUT)/mlp $(OUT)/cnn
 
 test: setup lint-venv data
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+
+## The in-process layer alone (no trainer processes, no containers): under a minute.
+test-fast: setup data
+	$(PY) -m pytest -m "not e2e and not image" --durations=10 $(PYTEST_ARGS)
 
 ## The seed's two 10-epoch runs with the seed recipe, over REPRODUCE_SEEDS; fails unless each model's mean test
 ## accuracy reaches the notebook's (one run of this constant-learning-rate recipe varies by about half a point).

@@ -8,18 +8,11 @@ accuracy and loss per set: how the strong recipe's model, recipe and views were 
 """
 
 import argparse
-import json
 import os
-import pathlib
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import trainer  # noqa: E402,F401  (selects tf-keras before TensorFlow loads)
-from speed import add_data_args, load_split  # noqa: E402  (the same data flags and loader as the benchmarks)
-from trainer import data, evaluate, models  # noqa: E402
+from common import add_data_args, load_split
+from trainer import data, evaluate, models, outputs, scores  # noqa: I100
 
 
 def main(argv=None):
@@ -32,7 +25,7 @@ def main(argv=None):
     cached = {}
     print("| run | " + " | ".join(f"{views} acc | {views} loss" for views in evaluate.TEST_TIME_VIEWS) + " |")
     for run in args.runs:
-        metrics = json.loads(pathlib.Path(run, "metrics.json").read_text())
+        metrics = outputs.read_metrics(run)
         held_out = metrics["validation_examples"]
         if not held_out:
             sys.exit(f"{run} held out no validation examples (trained without --validation_split)")
@@ -40,12 +33,12 @@ def main(argv=None):
         if split not in cached:
             cached[split] = load_split(args, split)
         _, validation = data.hold_out(*cached[split], held_out)
-        dataset = data.eval_dataset(*validation, 1000, models.get(metrics["model"]).input_shape)
+        dataset = data.eval_dataset(*validation, models.get(metrics["model"]).input_shape)
         model = tf.saved_model.load(os.path.join(run, "saved_model")).model
         cells = []
         for views in evaluate.TEST_TIME_VIEWS:
-            scores, _ = evaluate.summarize(*evaluate.predict(model, dataset, views))
-            cells += [f"{scores['test_accuracy']:.4f}", f"{scores['test_loss']:.4f}"]
+            scored, _ = scores.summarize(*evaluate.predict(model, dataset, views))
+            cells += [f"{scored['test_accuracy']:.4f}", f"{scored['test_loss']:.4f}"]
         print(f"| {run} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -24,22 +24,14 @@ import argparse
 import json
 import os
 import pathlib
-import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DEFAULT_MANUAL_DIR = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
-
-
-def add_data_args(parser):
-    """--data_dir and --tfds_manual_dir, defaulting as the Makefile does (every bench script takes them)."""
-    parser.add_argument("--data_dir", default=os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds"))
-    parser.add_argument("--tfds_manual_dir", default=os.environ.get("TFDS_MANUAL_DIR", str(DEFAULT_MANUAL_DIR)))
+from common import (ROOT, add_data_args, clean_env, data_flags, free_ports, load_split, machine,  # noqa: I100
+                    quick_flags, train)
+from trainer import outputs  # noqa: I100
 
 
 def parse_args(argv=None):
@@ -58,40 +50,6 @@ def parse_args(argv=None):
         args.seeds = args.seeds[:1]
     args.skip = set(filter(None, args.skip.split(",")))
     return args
-
-
-def data_flags(args):
-    flags = [f"--data_dir={args.data_dir}"]
-    if args.tfds_manual_dir and os.path.isdir(args.tfds_manual_dir):
-        flags.append(f"--tfds_manual_dir={args.tfds_manual_dir}")
-    return flags
-
-
-def quick_flags(args):
-    return ["--train_examples=2000", "--epochs=1"] if args.quick else []
-
-
-def train(args, name, *flags, env=None):
-    """One trainer process; returns its metrics.json."""
-    out = pathlib.Path(args.out) / name
-    cmd = [sys.executable, "-m", "trainer.task", f"--output_dir={out}", "--overwrite", *data_flags(args),
-           *quick_flags(args), *flags]
-    print("$", " ".join(cmd[1:]), flush=True)
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=clean_env(env), capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"training failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
-    metrics["process_seconds"] = round(time.perf_counter() - started, 2)
-    metrics["output_dir"] = str(out)
-    return metrics
-
-
-def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_CONFIG", "CLUSTER_SPEC", "AIP_MODEL_DIR", "AIP_CHECKPOINT_DIR", "AIP_TENSORBOARD_LOG_DIR")}
-    env.update(extra or {})
-    return env
 
 
 # ---- 1. training -------------------------------------------------------------------------------------------
@@ -188,14 +146,6 @@ def ablation(args):
                       "| --- | --- | --- | --- | --- |", *rows])
 
 
-def load_split(args, split):
-    """A split as in-memory uint8 arrays, through the trainer's own loader."""
-    import trainer  # noqa: F401  (tf-keras before TensorFlow)
-    from trainer import data
-    builder = data.prepare(args.data_dir, args.tfds_manual_dir if os.path.isdir(args.tfds_manual_dir) else None)
-    return data.load(builder, split)
-
-
 # ---- 3. input pipeline --------------------------------------------------------------------------------------
 
 def pipeline(args, runs):
@@ -208,7 +158,7 @@ def pipeline(args, runs):
             recipe = recipes.get(recipe_name, model)
             ds = data.train_dataset(images, labels, recipe.batch_size, models.get(model).input_shape, seed=1,
                                     augmentation=recipe.augmentation)
-            steps = -(-len(labels) // recipe.batch_size)
+            steps = data.steps_per_epoch(len(labels), recipe.batch_size)
             batches = iter(ds)
             for _ in range(steps):  # one warm-up epoch
                 next(batches)
@@ -257,16 +207,6 @@ def inference(args, runs):
 
 # ---- 5. many workers ----------------------------------------------------------------------------------------
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def workers(args):
     """The fast recipe on 1 process and on 2 local workers, same global batch; the chief's training time."""
     rows = []
@@ -286,29 +226,13 @@ def workers(args):
         errors = [p.communicate()[1] for p in procs]
         if any(p.returncode for p in procs):
             sys.exit("2-worker run failed:\n" + "\n".join(e[-2000:] for e in errors))
-        two = json.loads((out / "metrics.json").read_text())
+        two = outputs.read_metrics(str(out))
         rows.append(f"| {model} | {one['epochs']} | {one['batch_size']} | {one['train_seconds']:.1f} | "
                     f"{two['train_seconds']:.1f} | {two['train_seconds'] / one['train_seconds']:.2f}× | "
                     f"{one['test_accuracy']:.4f} | {two['test_accuracy']:.4f} |")
     return "\n".join(["| model | epochs | global batch | 1 process, train s | 2 workers, train s | cost | "
                       "1 process, test acc | 2 workers, test acc |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows])
-
-
-def machine():
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-    import tf_keras
-    return (f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-            f"tf-keras {tf_keras.__version__}, TFDS {tfds.__version__}")
 
 
 def main(argv=None):

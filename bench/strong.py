@@ -16,10 +16,7 @@ import pathlib
 import statistics
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-from speed import add_data_args, machine, train  # noqa: E402  (the same trainer runner as the speed benchmark)
+from common import ROOT, add_data_args, machine, train
 
 TARGET = 0.93
 

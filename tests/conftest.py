@@ -1,4 +1,13 @@
-"""Shared test fixtures: the prepared Fashion-MNIST data (offline, from the manual folder) and a trainer runner."""
+"""Shared test fixtures.
+
+Two layers: in-process tests call the trainer's steps (`train.run(cfg, splits=...)`) on small slices of the real
+data set, decoded once per session, or on TFDS mock data; end-to-end tests (marked `e2e`) start the trainer as a
+process, as a user or a launcher does, for what only a process shows: the command line, exit codes, signals, many
+workers. `make test-fast` runs the first layer alone.
+
+The pytest process splits its CPU into two logical devices before TensorFlow starts, so that MirroredStrategy has
+two replicas in-process; the default strategy still uses one.
+"""
 
 import json
 import os
@@ -12,6 +21,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA_DIR = os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds")
 _default_manual = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
 TFDS_MANUAL_DIR = os.environ.get("TFDS_MANUAL_DIR") or (str(_default_manual) if _default_manual.is_dir() else "")
+LAUNCHER_ENV = ("TF_CONFIG", "CLUSTER_SPEC", "AIP_MODEL_DIR", "AIP_CHECKPOINT_DIR", "AIP_TENSORBOARD_LOG_DIR")
+
+for _name in LAUNCHER_ENV:  # the in-process trainer reads TF_CONFIG/CLUSTER_SPEC from os.environ
+    os.environ.pop(_name, None)
+
+import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
+import tensorflow as tf  # noqa: E402
+
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def data_flags():
@@ -22,34 +41,75 @@ def data_flags():
 
 
 @pytest.fixture(scope="session")
-def prepared_data():
-    """Fashion-MNIST prepared once per session in DATA_DIR (a no-op when `make` already did it)."""
-    subprocess.run([sys.executable, "-m", "trainer.prepare_data", *data_flags()], check=True, cwd=ROOT,
-                   capture_output=True)
+def fashion_builder():
+    """The TFDS builder of Fashion-MNIST, prepared once in DATA_DIR (a no-op when `make` already did it)."""
+    from trainer import data
+    return data.prepare(DATA_DIR, TFDS_MANUAL_DIR or None)
+
+
+@pytest.fixture(scope="session")
+def prepared_data(fashion_builder):
+    """DATA_DIR, with Fashion-MNIST prepared in it."""
     return DATA_DIR
 
 
+@pytest.fixture(scope="session")
+def fashion(fashion_builder):
+    """The first 10,000 training examples and the whole test split, decoded once: (train, test) array pairs."""
+    from trainer import data
+    return data.load(fashion_builder, "train[:10000]"), data.load(fashion_builder, "test")
+
+
+def splits(fashion, train_examples, validation_split=0.0, test_examples=None):
+    """A data.Splits as the trainer would load it with --train_examples / --validation_split, from `fashion`."""
+    from trainer import data
+    (images, labels), (test_images, test_labels) = fashion
+    train = (images[:train_examples], labels[:train_examples])
+    validation = None
+    held_out = int(round(train_examples * validation_split))
+    if held_out:
+        train, validation = data.hold_out(*train, held_out)
+    return data.Splits(train=train, test=(test_images[:test_examples], test_labels[:test_examples]),
+                       validation=validation)
+
+
+def train_in_process(output_dir, data_splits, strategy=None, environ=None, **settings):
+    """Runs the trainer's steps in this process on `data_splits`; returns the metrics it published."""
+    from trainer import config, train
+    cfg = config.make(output_dir=str(output_dir), environ=environ, **settings)
+    return train.run(cfg, splits=data_splits, strategy=strategy)
+
+
+@pytest.fixture
+def gcs(monkeypatch):
+    """A Cloud Storage emulator in this process with a bucket `runs`; clients (google-cloud-storage) reach it
+    through STORAGE_EMULATOR_HOST. Yields the bucket."""
+    from gcp_storage_emulator import server as emulator
+    server = emulator.create_server("127.0.0.1", 0, in_memory=True, default_bucket="runs")
+    server.start()
+    host, port = server._api._httpd.server_address
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{host}:{port}")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
+    from google.cloud import storage
+    yield storage.Client().bucket("runs")
+    server.stop()
+
+
 def trainer_env(extra=None):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_CONFIG", "CLUSTER_SPEC", "AIP_MODEL_DIR", "AIP_CHECKPOINT_DIR",
-                        "AIP_TENSORBOARD_LOG_DIR")}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
     env.update(extra or {})
     return env
 
 
-def run_trainer(*args, env=None, timeout=600, script=None):
-    """Runs the trainer as a user would (a fresh process); returns the CompletedProcess.
-
-    `script`: a test script to run instead of `python -m trainer.task` (it must end by calling the trainer).
-    """
-    entry = [str(ROOT / "tests" / script)] if script else ["-m", "trainer.task"]
-    return subprocess.run([sys.executable, *entry, *args], cwd=ROOT, env=trainer_env(env),
+def run_trainer(*args, env=None, timeout=600, module="trainer.task"):
+    """Runs the trainer as a user would (a fresh process); returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=trainer_env(env),
                           capture_output=True, text=True, timeout=timeout)
 
 
 def read_metrics(output_dir):
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        return json.load(f)
+    from trainer import outputs
+    return outputs.read_metrics(str(output_dir))
 
 
 def assert_ok(result):
@@ -77,11 +137,11 @@ def worker_tf_configs(count):
             for i in range(count)]
 
 
-def start_trainer(*args, env=None, log_path, script=None):
-    """Starts the trainer in the background, its output going to `log_path`; returns the Popen."""
-    entry = [str(ROOT / "tests" / script)] if script else ["-m", "trainer.task"]
+def start_trainer(*args, env=None, log_path):
+    """Starts the trainer in the background, its output going to `log_path`; returns the Popen (the trainer's own
+    process: signals sent to it reach Python, not a shell)."""
     log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, *entry, *args], cwd=ROOT, env=trainer_env(env),
+    return subprocess.Popen([sys.executable, "-m", "trainer.task", *args], cwd=ROOT, env=trainer_env(env),
                             stdout=log, stderr=subprocess.STDOUT, text=True)
 
 

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from trainer import compare, report_stats
+from trainer.report import compare, stats as report_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -161,7 +161,7 @@ def two_run_report(tmp_path_factory):
 def fast_figures(monkeypatch):
     """Figures as 1x1 PNGs, for tests about anything but the figures themselves (matplotlib takes seconds)."""
     from PIL import Image
-    from trainer import report_figures
+    from trainer.report import figures as report_figures
 
     def stub(*args):
         Image.new("RGB", (1, 1)).save(args[-1])
@@ -352,6 +352,23 @@ def test_wrong_number_of_names_is_a_clear_error(two_runs, capsys):
     _expect_error(capsys, [*two_runs, "--names", "a,a"], "repeats a name")
 
 
+WITHOUT_MATPLOTLIB = ("import sys; sys.modules['matplotlib'] = None  # as in the runtime image\n"
+                      "from trainer.report.compare import main; main(['compare', *sys.argv[1:]])")
+
+
+@pytest.mark.e2e
+def test_no_report_needs_no_matplotlib_and_the_report_says_how_to_get_it(two_runs, tmp_path):
+    result = subprocess.run([sys.executable, "-c", WITHOUT_MATPLOTLIB, *two_runs, "--no-report"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "b = 30 (only mlp right), c = 10 (only cnn right)" in result.stdout and "report:" not in result.stdout
+    result = subprocess.run([sys.executable, "-c", WITHOUT_MATPLOTLIB, *two_runs, "--out", str(tmp_path / "r")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the report needs matplotlib" in result.stderr and "--no-report" in result.stderr
+
+
+@pytest.mark.e2e
 def test_command_line_error_has_no_traceback(two_runs):
     os.remove(os.path.join(two_runs[0], "test_predictions.npz"))
     result = subprocess.run([sys.executable, "-m", "trainer.compare", *two_runs], cwd=ROOT, capture_output=True,
@@ -362,19 +379,6 @@ def test_command_line_error_has_no_traceback(two_runs):
 
 
 # ---- Cloud Storage -----------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def gcs(monkeypatch):
-    emulator = pytest.importorskip("gcp_storage_emulator.server")
-    server = emulator.create_server("127.0.0.1", 0, in_memory=True, default_bucket="runs")
-    server.start()
-    host, port = server._api._httpd.server_address
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{host}:{port}")
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-    from google.cloud import storage
-    yield storage.Client().bucket("runs")
-    server.stop()
-
 
 def test_runs_in_cloud_storage_are_compared(two_runs, gcs, tmp_path, capsys, fast_figures):
     for local in two_runs:

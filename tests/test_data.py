@@ -151,3 +151,21 @@ def test_hold_out_keeps_the_first_examples_and_holds_out_the_last():
     (kept_images, kept_labels), (held_images, held_labels) = data.hold_out(images, labels, 3)
     assert kept_labels.tolist() == list(range(7)) and held_labels.tolist() == [7, 8, 9]
     np.testing.assert_array_equal(np.concatenate([kept_images, held_images]), images)
+
+
+def test_load_splits_holds_out_the_end_of_the_first_training_examples(monkeypatch):
+    def fake_load(builder, split):  # split "train[:N]" -> N examples whose labels are their indices
+        count = int(split[len("train[:"):-1]) if split.startswith("train[:") else 60000 if split == "train" else 7
+        return np.zeros((count, 28, 28, 1), np.uint8), np.arange(count)
+    monkeypatch.setattr(data, "load", fake_load)
+    loaded = data.load_splits(None, train_examples=40, validation_split=0.25)
+    np.testing.assert_array_equal(loaded.train[1], np.arange(30))
+    np.testing.assert_array_equal(loaded.validation[1], np.arange(30, 40))
+    assert len(loaded.test[1]) == 7
+    everything = data.load_splits(None, train_examples=None, validation_split=0)
+    assert everything.validation is None and len(everything.train[1]) == 60000
+
+
+@pytest.mark.parametrize("examples, batch, steps", [(60000, 32, 1875), (1000, 128, 8), (128, 128, 1), (1, 64, 1)])
+def test_an_epoch_is_every_example_once_the_last_batch_short(examples, batch, steps):
+    assert data.steps_per_epoch(examples, batch) == steps

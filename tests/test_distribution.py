@@ -85,6 +85,6 @@ def test_vertex_reduction_server_and_evaluator_pools_are_not_tensorflow_workers(
 
 
 def test_default_strategy_on_a_single_cpu_machine():
-    strategy, name = distribution.get_strategy("auto", tf_config={})
-    assert name == "default"
+    strategy = distribution.get_strategy("auto", tf_config={})
+    assert distribution.name_of(strategy) == "default"
     assert strategy.num_replicas_in_sync == 1

@@ -1,21 +1,18 @@
-"""Bad input fails fast with one line that says what to do, a non-zero exit and no traceback."""
+"""Settings: declared once, every one a flag with its check; bad input fails fast with one line that says what to
+do and the contract's permanent exit status, never a traceback."""
 
+import dataclasses
 import json
-import os
+import re
 
 import pytest
+from absl import flags
 
-from conftest import data_flags, run_trainer
+from conftest import ROOT, data_flags, run_trainer, train_in_process
+from trainer import config, errors, flags as trainer_flags, recipes, settings
+from trainer.errors import UserError
 
-
-def assert_user_error(result, *expected):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    for text in expected:
-        assert text in result.stderr, result.stderr
-
-
-@pytest.mark.parametrize("args, expected", [
+BAD_VALUES = [
     (["--epochs=0"], "--epochs must be a positive whole number"),
     (["--epochs=-3"], "--epochs must be a positive whole number"),
     (["--batch_size=0"], "--batch_size must be a positive whole number"),
@@ -24,48 +21,132 @@ def assert_user_error(result, *expected):
     (["--model=resnet9000"], "value should be one of"),
     (["--strategy=tpu_pod"], "value should be one of"),
     (["--recipe=magic"], "value should be one of"),
+    (["--schedule=sawtooth"], "value should be one of"),
+    (["--label_smoothing=1"], "--label_smoothing must be a number from 0 up to"),
+    (["--max_shift=30"], "--max_shift must be a whole number of pixels from 0 to 13"),
     (["--validation_split=0.5"], "--validation_split must be a fraction from 0 up to"),
     (["--early_stopping_patience=-1"], "--early_stopping_patience must be 0 (off)"),
     (["--early_stopping_patience=3"], "--early_stopping_patience needs a validation set"),
     (["--output_dir=gs://"], "--output_dir must be a local path or gs://BUCKET/PREFIX"),
     (["--output_dir= "], "--output_dir must be a local path or gs://BUCKET/PREFIX"),
-])
-def test_invalid_flag_values_are_rejected_with_a_message(args, expected, tmp_path):
-    assert_user_error(run_trainer(*args, f"--output_dir={tmp_path}" if "--output_dir" not in args[0] else "--seed=1"),
-                      expected)
+]
+
+
+@pytest.fixture
+def parsed():
+    """Parses a command line with the trainer's own flags in this process, then restores them."""
+    def parse(*args):
+        flags.FLAGS.unparse_flags()
+        return flags.FLAGS(["fmnist-train", *args])
+    yield parse
+    flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("args, expected", BAD_VALUES)
+def test_invalid_flag_values_are_rejected_with_a_message(parsed, args, expected):
+    with pytest.raises(flags.IllegalFlagValueError, match=re.escape(expected)):
+        parsed(*args)
+
+
+@pytest.mark.parametrize("args, expected", [a for a in BAD_VALUES if "one of" not in a[1]])
+def test_the_config_applies_the_same_checks_as_the_flags(args, expected):
+    name, _, value = args[0][2:].partition("=")
+    declared = {d.name: d for d in config.all_settings()}[name]
+    values = {"output_dir": "out", name: declared.type(value) if declared.type is not str else value}
+    with pytest.raises(UserError, match=re.escape(expected)):
+        config.build(values, environ={})
+
+
+def test_every_recipe_field_is_a_flag_and_every_flag_is_declared_once():
+    names = [d.name for d in config.all_settings()]
+    assert len(names) == len(set(names))
+    fields = {f.name for f in dataclasses.fields(recipes.Recipe)} - {"name", "augmentation"}
+    fields |= {f.name for f in dataclasses.fields(recipes.Augmentation)}
+    assert fields == {d.name for d in config.recipe_settings()}
+    assert set(names) == {f.name for f in flags.FLAGS.get_flags_for_module(trainer_flags)}
+
+
+def test_a_recipe_override_changes_only_that_field():
+    cfg = config.make(output_dir="out", recipe="strong", model="vgg", erasing_probability=0.0, epochs=3)
+    strong = recipes.get("strong", "vgg")
+    assert cfg.recipe.epochs == 3 and cfg.recipe.augmentation.erasing_probability == 0.0
+    assert cfg.recipe.augmentation.max_shift == strong.augmentation.max_shift
+    assert settings.replace(cfg.recipe, {("epochs",): strong.epochs, ("augmentation", "erasing_probability"):
+                                         strong.augmentation.erasing_probability}) == strong
+
+
+def test_the_readme_flag_tables_are_the_declarations():
+    readme = (ROOT / "README.md").read_text()
+    for table in config.flag_tables():
+        assert table in readme, ("README.md's flag table differs from the declarations: paste the output of "
+                                 "`python -m trainer.config` into it.\n" + table)
 
 
 def test_missing_output_location_says_how_to_give_one():
-    assert_user_error(run_trainer("--model=mlp"), "pass --output_dir=PATH", "AIP_MODEL_DIR")
-
-
-def test_output_dir_that_is_a_file_is_rejected(tmp_path):
-    a_file = tmp_path / "results.txt"
-    a_file.write_text("not a folder")
-    assert_user_error(run_trainer(f"--output_dir={a_file}", *data_flags()), "is a file, not a folder")
-
-
-def test_unwritable_output_dir_is_rejected(tmp_path):
-    assert_user_error(run_trainer(f"--output_dir=/proc/fmnist-run", *data_flags()), "cannot write to --output_dir")
+    with pytest.raises(UserError, match=r"pass --output_dir=PATH.*AIP_MODEL_DIR"):
+        config.make(model="mlp")
 
 
 def test_missing_manual_dir_is_rejected(tmp_path):
-    assert_user_error(run_trainer(f"--output_dir={tmp_path}", f"--tfds_manual_dir={tmp_path}/nope"),
-                      "is not a folder")
+    with pytest.raises(UserError, match="is not a folder"):
+        config.make(output_dir=str(tmp_path), tfds_manual_dir=str(tmp_path / "nope"))
 
 
-def test_positional_arguments_are_rejected(tmp_path):
-    assert_user_error(run_trainer(f"--output_dir={tmp_path}", "cnn"), "unexpected arguments 'cnn'")
+def test_output_dir_that_is_a_file_is_rejected(tmp_path, fashion):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        train_in_process(a_file, None)
+
+
+def test_unwritable_output_dir_is_rejected():
+    with pytest.raises(UserError, match="cannot write to --output_dir"):
+        train_in_process("/proc/fmnist-run", None)
 
 
 def test_finished_run_is_not_overwritten_without_overwrite(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9}))
-    assert_user_error(run_trainer(f"--output_dir={tmp_path}", *data_flags()), "already holds a finished run",
-                      "--overwrite")
+    with pytest.raises(UserError, match="already holds a finished run.*--overwrite"):
+        train_in_process(tmp_path, None)
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"test_accuracy": 0.9}
 
 
+# ---- the command line, as a process ----------------------------------------------------------------------------
+
+def assert_user_error(result, *expected):
+    assert result.returncode == errors.PERMANENT, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fmnist-train: error: "), result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+@pytest.mark.e2e
+def test_a_bad_flag_is_one_line_and_the_permanent_status(tmp_path):
+    assert_user_error(run_trainer("--epochs=0", f"--output_dir={tmp_path}"), "--epochs must be a positive whole")
+    assert_user_error(run_trainer("--model=resnet9000", f"--output_dir={tmp_path}"), "value should be one of")
+
+
+@pytest.mark.e2e
+def test_a_bad_setting_found_after_parsing_is_one_line_too(tmp_path):
+    assert_user_error(run_trainer("--model=mlp"), "pass --output_dir=PATH", "AIP_MODEL_DIR")
+    assert_user_error(run_trainer(f"--output_dir={tmp_path}", "cnn"), "unexpected arguments 'cnn'")
+    (tmp_path / "metrics.json").write_text("{}")
+    assert_user_error(run_trainer(f"--output_dir={tmp_path}", *data_flags()), "already holds a finished run")
+
+
+@pytest.mark.e2e
 def test_flagfile_is_read(tmp_path):
     flagfile = tmp_path / "run.flags"
     flagfile.write_text(f"--model=mlp\n--epochs=0\n--output_dir={tmp_path}\n")
     assert_user_error(run_trainer(f"--flagfile={flagfile}"), "--epochs must be a positive whole number")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("help_flag", ["--helpshort", "--help"])
+def test_help_lists_the_trainers_own_flags(help_flag):
+    result = run_trainer(help_flag)
+    assert result.returncode == 0, result.stderr
+    for declared in config.all_settings():
+        assert f"--{declared.name}:" in result.stdout or f"--[no]{declared.name}:" in result.stdout

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from trainer import recipes, train  # noqa: I100  (the trainer picks tf-keras before TensorFlow loads)
+from trainer import optimization, recipes  # noqa: I100  (the trainer picks tf-keras before TensorFlow loads)
 
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
@@ -26,7 +26,7 @@ def test_weight_decay_shrinks_kernels_and_leaves_norm_scales_shifts_and_biases(o
         variable.assign(tf.ones_like(variable))
     before = {v.name: v.numpy().copy() for v in model.trainable_variables}
 
-    optimizer = train.optimizer(recipe, steps_per_epoch=10)
+    optimizer = optimization.optimizer(recipe, steps_per_epoch=10)
     # Zero gradients: the step itself moves nothing, so any change is the weight decay's.
     optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
 
@@ -36,7 +36,7 @@ def test_weight_decay_shrinks_kernels_and_leaves_norm_scales_shifts_and_biases(o
         if "kernel" in name:
             np.testing.assert_allclose(variable.numpy(), before[name] * shrink, rtol=1e-6, err_msg=name)
         else:
-            assert any(word in name for word in train.NOT_DECAYED), name
+            assert any(word in name for word in optimization.NOT_DECAYED), name
             np.testing.assert_array_equal(variable.numpy(), before[name], err_msg=name)
 
 
@@ -44,5 +44,5 @@ def test_a_recipe_without_weight_decay_changes_nothing_on_a_zero_gradient():
     recipe = dataclasses.replace(recipes.get("fast", "cnn"), schedule="constant")
     assert not recipe.weight_decay
     variable = tf.Variable(tf.ones([3]), name="kernel")
-    train.optimizer(recipe, steps_per_epoch=10).apply_gradients([(tf.zeros([3]), variable)])
+    optimization.optimizer(recipe, steps_per_epoch=10).apply_gradients([(tf.zeros([3]), variable)])
     np.testing.assert_array_equal(variable.numpy(), np.ones(3))

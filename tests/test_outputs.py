@@ -25,7 +25,7 @@ def test_local_publish_moves_everything_then_writes_metrics(tmp_path):
     out.publish(str(staged(tmp_path)), {"test_accuracy": 0.9})
     assert sorted(os.listdir(tmp_path / "run")) == ["metrics.json", "saved_model", "test_predictions.npz"]
     assert not (tmp_path / "run" / "saved_model" / "stale.pb").exists()
-    assert out.is_finished() and out.read_metrics() == {"test_accuracy": 0.9}
+    assert out.is_finished() and outputs.read_metrics(out.url) == {"test_accuracy": 0.9}
     assert not (tmp_path / "staging").exists()
 
 

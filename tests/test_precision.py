@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import assert_ok, data_flags, read_metrics, run_trainer
+from conftest import splits, train_in_process
 from trainer import models, precision, recipes  # noqa: I100  (the trainer picks tf-keras before TensorFlow loads)
 
 import tensorflow as tf  # noqa: E402
@@ -44,10 +44,9 @@ def test_under_mixed_bfloat16_layers_compute_in_16_bits_but_weights_and_probabil
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_a_mixed_precision_run_says_so_and_exports_a_float32_model(prepared_data, tmp_path):
-    assert_ok(run_trainer("--model=cnn", f"--output_dir={tmp_path}", "--train_examples=2000", "--epochs=1",
-                          "--precision=mixed_bfloat16", *data_flags()))
-    metrics = read_metrics(tmp_path)
+def test_a_mixed_precision_run_says_so_and_exports_a_float32_model(fashion, tmp_path):
+    metrics = train_in_process(tmp_path, splits(fashion, 2000, test_examples=2000), model="cnn", epochs=1,
+                               precision="mixed_bfloat16")
     assert metrics["precision"] == "mixed_bfloat16" and metrics["flags"]["precision"] == "mixed_bfloat16"
     assert metrics["test_accuracy"] > 0.5  # trains: far above chance (0.1)
     serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]

@@ -8,18 +8,19 @@ leaves its final test accuracy about half a point of noise from seed to seed, so
 recipe (docs/benchmarks.md).
 """
 
-import json
 import os
 import statistics
 import sys
 
+from trainer import outputs
+from trainer.errors import UserError
+
 
 def test_accuracy(run_dir):
-    path = os.path.join(run_dir, "metrics.json")
-    if not os.path.exists(path):
-        raise SystemExit(f"check_accuracy: {run_dir} holds no finished run (no metrics.json).")
-    with open(path) as f:
-        return json.load(f)["test_accuracy"]
+    try:
+        return outputs.read_metrics(run_dir)["test_accuracy"]
+    except UserError as error:
+        raise SystemExit(f"check_accuracy: {error}") from None
 
 
 def check(spec):

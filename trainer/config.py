@@ -1,78 +1,186 @@
-"""One run's settings: the flags, completed from the launcher's environment and the chosen recipe.
+"""One run's settings: the job's own (`Job`) and the chosen recipe's (`recipes.Recipe`), each declared once.
 
-Precedence, highest first: an explicit flag, Vertex AI's environment (`AIP_MODEL_DIR`, `AIP_CHECKPOINT_DIR`,
-`AIP_TENSORBOARD_LOG_DIR`), the recipe, then the defaults below. The same image and flags therefore work under
-docker, Kubernetes and Vertex AI.
+Precedence, highest first: an explicit flag, the launcher's environment (Vertex AI's `AIP_MODEL_DIR`,
+`AIP_CHECKPOINT_DIR`, `AIP_TENSORBOARD_LOG_DIR`), the recipe, then the defaults below. The same image and flags
+therefore work under docker, Kubernetes and Vertex AI. `python -m trainer.config` prints the README's flag tables.
 """
 
 import dataclasses
 import os
+import sys
 from typing import Optional
 
-from trainer import models, recipes
+from trainer import fashion_mnist, models, precision, recipes, settings
 from trainer.errors import UserError
-from trainer.outputs import is_gcs
+from trainer.settings import setting
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored")
+
+
+def _well_formed_location(value):
+    return bool(value.strip()) and (not value.startswith("gs://") or len(value) > 5 and not value[5:].startswith("/"))
+
+
+def _location_message(name):
+    return (f"--{name} must be a local path or gs://BUCKET/PREFIX, e.g. --{name}=out/run1 "
+            f"or --{name}=gs://my-bucket/fmnist/run1.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What to train, on which data, where the results go and how the run is executed."""
+    model: str = setting("cnn", "Which registered model to train.", choices=models.names)
+    recipe: str = setting(
+        recipes.DEFAULT, "How it is trained: fast (the seed's accuracy in a fraction of its time), seed (the "
+                         "notebook's: Adam 1e-3, batch 32, 10 epochs), strong (for vgg). Every recipe setting below "
+                         "can be overridden.", choices=recipes.names)
+    precision: str = setting(
+        "auto", "Number format of training. auto: mixed bfloat16 when the recipe asks for mixed precision and the "
+                "hardware computes bfloat16 natively (AVX512_BF16 or AMX CPUs, GPUs of compute capability 8.0+), "
+                "else float32; mixed_float16 suits older GPUs. Evaluation and the SavedModel are float32 either way.",
+        choices=precision.CHOICES)
+    strategy: str = setting(
+        "auto", "tf.distribute strategy. auto: multi_worker_mirrored when TF_CONFIG names more than one task, "
+                "mirrored when more than one GPU is visible, else the default (single-device) strategy.",
+        choices=STRATEGIES)
+    output_dir: Optional[str] = setting(
+        None, "Where the run's SavedModel, metrics.json and logs go: a local path or gs://bucket/prefix.",
+        check=_well_formed_location, message=_location_message("output_dir"), env="AIP_MODEL_DIR")
+    checkpoint_dir: Optional[str] = setting(
+        None, "Where the preemption backup lives while training. Unset: <output_dir>/checkpoints.",
+        check=_well_formed_location, message=_location_message("checkpoint_dir"), env="AIP_CHECKPOINT_DIR")
+    tensorboard_dir: Optional[str] = setting(
+        None, "TensorBoard log directory. Unset: <output_dir>/logs.",
+        check=_well_formed_location, message=_location_message("tensorboard_dir"), env="AIP_TENSORBOARD_LOG_DIR")
+    data_dir: Optional[str] = setting(
+        None, "TFDS data directory (unset: TFDS's own, ~/tensorflow_datasets).",
+        check=_well_formed_location, message=_location_message("data_dir"))
+    tfds_manual_dir: Optional[str] = setting(
+        None, "A folder of the four official Fashion-MNIST .gz files: TFDS prepares the data set from it without "
+              "network access. Unset: TFDS downloads them.")
+    train_examples: Optional[int] = setting(
+        None, "Train on the first N training examples only (unset: all 60,000).",
+        check=lambda v: 0 < v <= fashion_mnist.TRAIN_SIZE,
+        message=f"--train_examples must be between 1 and {fashion_mnist.TRAIN_SIZE} (the size of the training "
+                "split), or left unset.")
+    validation_split: float = setting(
+        0.0, "Fraction of the training examples (the last ones) held out as a validation set: val_accuracy per "
+             "epoch, for tuning without looking at the test split. 0: none.",
+        check=lambda v: 0 <= v < 0.5,
+        message="--validation_split must be a fraction from 0 up to (not including) 0.5, e.g. --validation_split=0.1.")
+    early_stopping_patience: int = setting(
+        0, "With --validation_split: stop after N epochs without a better val_accuracy and keep the best epoch's "
+           "weights. 0: train every epoch.",
+        check=lambda v: v >= 0, message="--early_stopping_patience must be 0 (off) or a positive number of epochs, e.g. 3.")
+    seed: int = setting(42, "Random seed for weights, shuffling and augmentation.", check=lambda v: v >= 0,
+                        message="--seed must be zero or a positive whole number.")
+    overwrite: bool = setting(False, "Replace a finished run already in --output_dir instead of refusing.")
+
+
+def job_settings():
+    return settings.declared(Job)
+
+
+def recipe_settings():
+    """The recipe's fields as settings whose default is None: "the chosen recipe's value"."""
+    return settings.declared(recipes.Recipe, flag_default=None)
+
+
+def all_settings():
+    return job_settings() + recipe_settings()
+
+
+def cross_check(values):
+    """Checks that involve more than one setting; None or the message that says what to do."""
+    if values.get("early_stopping_patience") and not values.get("validation_split"):
+        return "--early_stopping_patience needs a validation set to watch: add --validation_split=0.1 (for example)."
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    model: str
-    recipe: recipes.Recipe
-    precision: str                  # --precision: "auto" (the recipe and the hardware decide) or a Keras policy
-    strategy: str
-    output_dir: str
-    checkpoint_dir: Optional[str]   # None: the run stages a default (see train.py)
-    tensorboard_dir: Optional[str]  # None: logs go to <output_dir>/logs
-    data_dir: Optional[str]
-    tfds_manual_dir: Optional[str]
-    train_examples: Optional[int]
-    validation_split: float
-    early_stopping_patience: int
-    seed: int
-    overwrite: bool
-    flags: dict
+    job: Job                 # the job's settings, output and backup locations resolved
+    recipe: recipes.Recipe   # the chosen recipe with the command line's overrides
+    flags: dict              # every setting as given (None: not given), recorded in metrics.json
 
-    @property
-    def input_shape(self):
-        return models.get(self.model).input_shape
+
+def build(values, environ=None):
+    """The run's config from {setting name: value} (missing or None: not given). Raises UserError."""
+    environ = os.environ if environ is None else environ
+    for declared in all_settings():
+        problem = declared.problem(values.get(declared.name))
+        if problem:
+            raise UserError(problem)
+    problem = cross_check(values)
+    if problem:
+        raise UserError(problem)
+    job_values = {}
+    for declared in job_settings():
+        value = values.get(declared.name)
+        if value is None and declared.env:
+            value = environ.get(declared.env) or None
+        if value is not None:
+            job_values[declared.name] = value
+    job = Job(**job_values)
+    if not job.output_dir:
+        raise UserError("no output location: pass --output_dir=PATH (a folder or gs://bucket/prefix), "
+                        "or set AIP_MODEL_DIR.")
+    if job.tfds_manual_dir and not os.path.isdir(job.tfds_manual_dir):
+        raise UserError(f"--tfds_manual_dir={job.tfds_manual_dir} is not a folder: point it at the folder holding "
+                        "the four Fashion-MNIST .gz files, or leave it out to download them.")
+    if not job.checkpoint_dir:
+        local = not job.output_dir.startswith("gs://")
+        base = os.path.abspath(job.output_dir) if local else job.output_dir.rstrip("/")
+        job = dataclasses.replace(job, checkpoint_dir=f"{base}/checkpoints")
+    overrides = {d.name: values.get(d.name) for d in recipe_settings()}
+    recipe = recipes.get(job.recipe, job.model).with_overrides(**overrides)
+    flags = {d.name: values.get(d.name, d.default) for d in all_settings()}
+    return RunConfig(job=job, recipe=recipe, flags=flags)
 
 
 def from_flags(flag_values, environ=None):
-    environ = os.environ if environ is None else environ
-    output_dir = flag_values.output_dir or environ.get("AIP_MODEL_DIR")
-    if not output_dir:
-        raise UserError("no output location: pass --output_dir=PATH (a folder or gs://bucket/prefix), "
-                        "or set AIP_MODEL_DIR.")
-    manual_dir = flag_values.tfds_manual_dir
-    if manual_dir and not os.path.isdir(manual_dir):
-        raise UserError(f"--tfds_manual_dir={manual_dir} is not a folder: point it at the folder holding the four "
-                        "Fashion-MNIST .gz files, or leave it out to download them.")
-    checkpoint_dir = flag_values.checkpoint_dir or environ.get("AIP_CHECKPOINT_DIR")
-    if checkpoint_dir is None and not is_gcs(output_dir):
-        checkpoint_dir = os.path.join(os.path.abspath(output_dir), "checkpoints")
-    if checkpoint_dir is None:
-        checkpoint_dir = output_dir.rstrip("/") + "/checkpoints"
-    recipe = recipes.get(flag_values.recipe, flag_values.model).with_overrides(
-        epochs=flag_values.epochs, batch_size=flag_values.batch_size, learning_rate=flag_values.learning_rate)
-    return RunConfig(
-        model=flag_values.model,
-        recipe=recipe,
-        precision=flag_values.precision,
-        strategy=flag_values.strategy,
-        output_dir=output_dir,
-        checkpoint_dir=checkpoint_dir,
-        tensorboard_dir=flag_values.tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR"),
-        data_dir=flag_values.data_dir,
-        tfds_manual_dir=manual_dir,
-        train_examples=flag_values.train_examples,
-        validation_split=flag_values.validation_split,
-        early_stopping_patience=flag_values.early_stopping_patience,
-        seed=flag_values.seed,
-        overwrite=flag_values.overwrite,
-        flags={name: flag_values[name].value for name in _OWN_FLAGS},
-    )
+    return build({d.name: flag_values[d.name].value for d in all_settings()}, environ)
 
 
-_OWN_FLAGS = ("model", "recipe", "epochs", "batch_size", "learning_rate", "precision", "strategy", "output_dir",
-              "checkpoint_dir", "tensorboard_dir", "data_dir", "tfds_manual_dir", "train_examples", "validation_split",
-              "early_stopping_patience", "seed", "overwrite")
+def make(environ=None, **values):
+    """A config from keyword settings, as the command line would build it (for tests and scripts)."""
+    unknown = set(values) - {d.name for d in all_settings()}
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    return build(values, {} if environ is None else environ)
+
+
+def flag_tables():
+    """The README's two flag tables, in Markdown."""
+    def default_cell(declared):
+        if declared.env:
+            return f"`${declared.env}`"
+        if declared.default is None:
+            return ""
+        return f"`{str(declared.default).lower() if declared.type is bool else declared.default}`"
+
+    def one_of(declared):
+        return f" One of: {', '.join(declared.choices)}." if declared.choices else ""
+
+    def row(declared, default):
+        return f"| `--{declared.name}` | {default} | {declared.help}{one_of(declared)} |"
+
+    job = ["| flag | default | meaning |", "| --- | --- | --- |"] + [row(d, default_cell(d)) for d in job_settings()]
+    names = recipes.names()
+    recipe = ([f"| flag | {' | '.join(names)} | meaning |", "| --- |" + " --- |" * (len(names) + 1)]
+              + [f"| `--{d.name}` | " + " | ".join(f"`{_recipe_value(name, d)}`" for name in names)
+                 + f" | {d.help}{one_of(d)} |"
+                 for d in recipe_settings()])
+    return "\n".join(job), "\n".join(recipe)
+
+
+def _recipe_value(recipe_name, declared, model="cnn"):
+    """A recipe's value of a setting (for the cnn: the mlp's fast recipe also differs in learning rate and threads)."""
+    value = recipes.get(recipe_name, model)
+    for part in declared.path:
+        value = getattr(value, part)
+    return "unset" if value is None else str(value).lower() if isinstance(value, bool) else value
+
+
+if __name__ == "__main__":
+    sys.stdout.write("\n\n".join(flag_tables()) + "\n")

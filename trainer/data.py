@@ -1,33 +1,29 @@
 """Input pipeline: Fashion-MNIST from TFDS as tf.data, ready for any tf.distribute strategy.
 
-TFDS stores the images PNG-encoded; decoding 60,000 of them takes seconds, longer than an epoch of the MLP. So
-each split is decoded once, before training, into uint8 arrays in memory (47 MB for the training split), and the
-training stream is a shuffled stream of *indices*, batched and then gathered from those arrays: one vectorised op
-per batch instead of one per image. Images are scaled to float32 in [0, 1] (and augmented, if the recipe says so)
-per batch too. The pipeline is batched with the *global* batch size; Keras splits each batch across replicas.
+Each split is decoded once, before training, into uint8 arrays in memory (TFDS stores PNGs; decoding them per epoch
+costs more than an MLP's epoch). The training stream is a shuffled stream of *indices*, batched and then gathered
+from those arrays: one vectorised op per batch. Images are scaled (and augmented, if the recipe says so) per batch.
+The pipeline is batched with the *global* batch size; Keras splits each batch across replicas.
 
-Sharding: tf.data's default FILE auto-sharding cannot give several workers disjoint data here (TFDS stores each
-split as one file, and the arrays are one tensor). The DATA policy makes every worker read the stream and keep its
-own share; since every worker shuffles with the same seed, the shares are disjoint and together cover the epoch.
-
-Parallelism is fixed (one map call per core, a few batches prefetched), and tf.data's autotuner is off. The stream
-outruns training 6-70x without it (docs/benchmarks.md), and with it the end of `fit` stalled in about half the runs,
-for a time that grew with the run (4 s after one epoch, 13 s after five, 50 s after twenty): destroying the
-iterator waited for the autotuner's background thread to wake from its sleep between optimizations.
+Sharding is by DATA: every worker reads the stream and keeps its own share (TFDS stores each split as one file, so
+FILE sharding cannot split it); every worker shuffles with the same seed, so the shares are disjoint. Parallelism
+is fixed and tf.data's autotuner is off: with it, the end of `fit` stalled while the iterator waited for the
+autotuner's thread (docs/benchmarks.md, "end-of-fit stall").
 """
 
+import dataclasses
+import math
 import os
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-DATASET = "fashion_mnist"
-TRAIN_SIZE = 60000
-TEST_SIZE = 10000
-IMAGE_SHAPE = (28, 28, 1)
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+from trainer.fashion_mnist import CLASS_NAMES, DATASET, IMAGE_SHAPE, NUM_CLASSES  # noqa: F401  (re-exported)
+
+# Examples per batch when evaluating (validation, test): memory-bound, not a training setting.
+EVAL_BATCH_SIZE = 1000
 
 
 def prepare(data_dir=None, manual_dir=None):
@@ -51,6 +47,29 @@ def load(builder, split):
     """A split decoded into memory, in its stored order: uint8 images [N, 28, 28, 1] and int64 labels [N]."""
     batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10000)))
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+@dataclasses.dataclass
+class Splits:
+    """The arrays a run trains and evaluates on: uint8 images [N, 28, 28, 1] and int labels [N]."""
+    train: Tuple[np.ndarray, np.ndarray]
+    test: Tuple[np.ndarray, np.ndarray]
+    validation: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+
+def load_splits(builder, train_examples=None, validation_split=0.0):
+    """The training split (its first `train_examples`), its held-out end and the test split, decoded."""
+    train = load(builder, train_split(train_examples))
+    validation = None
+    held_out = int(round(len(train[1]) * validation_split))
+    if held_out:
+        train, validation = hold_out(*train, held_out)
+    return Splits(train=train, test=load(builder, "test"), validation=validation)
+
+
+def steps_per_epoch(examples, batch_size):
+    """Batches in one epoch; the last one may be short."""
+    return math.ceil(examples / batch_size)
 
 
 def hold_out(images, labels, count):
@@ -102,7 +121,7 @@ def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=No
     return ds.repeat().prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
-def eval_dataset(images, labels, batch_size, input_shape):
+def eval_dataset(images, labels, input_shape, batch_size=EVAL_BATCH_SIZE):
     """A split in its stored order, batched and scaled; for validation and the final test."""
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
     ds = ds.map(lambda x, y: (scale(x, input_shape), y), num_parallel_calls=PARALLEL_CALLS)

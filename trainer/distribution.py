@@ -66,8 +66,19 @@ def resolve(name, tf_config, num_gpus):
     return "default"
 
 
+def name_of(strategy):
+    """The --strategy name that describes a strategy object (for the log and metrics.json)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker_mirrored"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "one_device" if len(strategy.extended.worker_devices) == 1 else "mirrored"
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return "one_device"
+    return "default"
+
+
 def get_strategy(name, tf_config=None):
-    """Creates the strategy for `--strategy=name`; returns (strategy, resolved name)."""
+    """Creates the strategy for `--strategy=name`."""
     tf_config = cluster_spec_from_env() if tf_config is None else tf_config
     gpus = tf.config.list_physical_devices("GPU")
     resolved = resolve(name, tf_config, len(gpus))
@@ -89,4 +100,4 @@ def get_strategy(name, tf_config=None):
         strategy = tf.distribute.MirroredStrategy(devices=["/gpu:0" if gpus else "/cpu:0"])
     else:
         strategy = tf.distribute.get_strategy()
-    return strategy, resolved
+    return strategy

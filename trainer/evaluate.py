@@ -1,13 +1,13 @@
-"""Test-set evaluation from the model's own predictions: accuracy, loss, per-class accuracy, confusion matrix.
+"""Predictions of a trained model over a data set, with the recipe's test-time views.
 
-Computed from one pass of predictions rather than `model.evaluate`, so the confusion matrix, the per-class figures
+One pass of predictions rather than `model.evaluate`, so that the scores (`trainer.scores`), the confusion matrix
 and the kept test predictions (for comparing runs) all come from the same numbers.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from trainer import data
+from trainer import recipes
 
 
 # Test-time augmentation: the views of each image whose predicted probabilities are averaged (in evaluation and in
@@ -18,6 +18,7 @@ TEST_TIME_VIEWS = {
     # + the four one-pixel shifts: chosen on the strong recipe's validation split (docs/benchmarks.md).
     "flip_shift": [(False, 0, 0), (True, 0, 0), (False, 1, 0), (False, -1, 0), (False, 0, 1), (False, 0, -1)],
 }
+assert tuple(TEST_TIME_VIEWS) == recipes.TEST_TIME_AUGMENTATIONS
 
 
 def predict(model, dataset, test_time_augmentation="none"):
@@ -52,20 +53,3 @@ def view(images, mirror, down, right):
         top, left = pad_rows - down, pad_columns - right
         images = padded[:, top:top + images.shape[1], left:left + images.shape[2]]
     return images
-
-
-def summarize(probabilities, labels):
-    num_classes = probabilities.shape[1]
-    predicted = probabilities.argmax(axis=1)
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
-    picked = probabilities[np.arange(len(labels)), labels]
-    loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
-    return {
-        "test_accuracy": float(np.mean(predicted == labels)),
-        "test_loss": loss,
-        "per_class_accuracy": {name: float(v) for name, v in zip(data.CLASS_NAMES, per_class)},
-        "confusion_matrix": confusion.tolist(),
-        "test_examples": int(len(labels)),
-    }, predicted

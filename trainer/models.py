@@ -1,19 +1,16 @@
 """The model registry: a new model is one `@register` function.
 
 Each builder returns an uncompiled tf-keras model that maps float32 images in [0, 1] to class probabilities. The
-classifier layer is float32 in every model: under a mixed-precision policy (trainer/precision.py) its softmax and
-the loss would otherwise round to 16 bits; in float32 training it changes nothing. The
-`mlp` and `cnn` entries are the seed notebook's networks, layer for layer (109,386 and 93,322 parameters); the
-data pipeline reshapes images to the model's input shape, so the seed's `(28, 28)` MLP input stays as it was.
-
-tf-keras (Keras 2) rather than Keras 3: Keras 3's `fit` fails under MultiWorkerMirroredStrategy
+classifier layer is float32 in every model, so that under mixed precision its softmax and the loss never round to
+16 bits. `mlp` and `cnn` are the seed notebook's networks, layer for layer; the data pipeline reshapes images to
+each model's input shape. tf-keras (Keras 2), not Keras 3: Keras 3's `fit` fails under MultiWorkerMirroredStrategy
 (keras-team/keras#20585).
 """
 
 import dataclasses
 from typing import Callable, Tuple
 
-NUM_CLASSES = 10
+from trainer.fashion_mnist import NUM_CLASSES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +71,8 @@ def vgg():
     """A small VGG-style network with batch normalization (341k parameters): the `strong` recipe's model.
 
     Five 3x3 convolutions (32, then 64, 64, then 128, 128 filters), each followed by batch normalization and ReLU,
-    max-pooling after the first and the third, then the 7x7x128 feature map flattened into the classifier. Sized
-    for a 2-core CPU: an epoch costs about five of the seed CNN's (~42 s here in float32, 27-35 s in mixed bfloat16,
-    so the strong recipe's 18 epochs fit in ten minutes); of the ResNet- and VGG-style shapes we timed it was the
-    widest that kept its epochs in budget (docs/benchmarks.md). The flattened head keeps where in the image each
-    feature was, at no measurable cost in time; global average pooling, tried first, ended with the same
-    validation accuracy and a higher validation loss (docs/benchmarks.md).
+    max-pooling after the first and the third, then the 7x7x128 feature map flattened into the classifier: the
+    widest shape whose 18 epochs fit ten minutes on a 2-core CPU (docs/benchmarks.md, "strong model").
     """
     from tf_keras import Input, Model, layers
 

@@ -9,6 +9,7 @@ library honours `STORAGE_EMULATOR_HOST` (tests run against a local emulator) and
 missing credentials clearly, which is checked before training starts.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,69 @@ def split_gcs(url):
 
 def open_output(url):
     return GcsOutput(url) if is_gcs(url) else LocalOutput(url)
+
+
+def gcs_bucket(url, access="write"):
+    """The google-cloud-storage bucket of a gs:// URL, or a UserError that says how to get credentials."""
+    from google.auth import exceptions as auth_exceptions
+    from google.cloud import storage
+    try:
+        client = storage.Client()
+    except auth_exceptions.DefaultCredentialsError:
+        raise UserError(
+            f"no Google Cloud credentials to {access} {url}: run `gcloud auth application-default login`, "
+            "set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account (Workload Identity on "
+            "Kubernetes, the job's service account on Vertex AI).") from None
+    return client.bucket(split_gcs(url)[0])
+
+
+@contextlib.contextmanager
+def gcs_errors(url, access="write"):
+    """Turns Cloud Storage's permission errors into a UserError naming the role that is missing."""
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+    try:
+        yield
+    except (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.GoogleAuthError) as error:
+        role = "roles/storage.objectAdmin" if access == "write" else "roles/storage.objectViewer"
+        raise UserError(f"cannot {access} {url} ({error.__class__.__name__}): the job's account needs {role} on "
+                        "the bucket.") from None
+
+
+def fetch(url, names, scratch):
+    """A local folder holding the files `names` of a run (a local run: its own folder; gs://: a download of just
+    those files into `scratch`, leaving out the ones that do not exist)."""
+    if not is_gcs(url):
+        if not os.path.isdir(url):
+            raise UserError(f"{url} is not a folder: give the --output_dir of a finished run.")
+        return url
+    from google.api_core import exceptions as api_exceptions
+    local = tempfile.mkdtemp(dir=scratch)
+    output = GcsOutput(url, access="read")
+    with gcs_errors(url, "read"):
+        for name in names:
+            try:
+                output.bucket.blob(output.blob_name(name)).download_to_filename(os.path.join(local, name))
+            except api_exceptions.NotFound:
+                if os.path.exists(os.path.join(local, name)):
+                    os.remove(os.path.join(local, name))  # the client leaves an empty file behind
+    return local
+
+
+def read_metrics(url, local=None):
+    """metrics.json of a finished run (local folder or gs://; `local`: a folder `fetch` already filled), or a
+    UserError that says the run is unfinished or unreadable."""
+    if local is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            return read_metrics(url, fetch(url, [METRICS_FILE], scratch))
+    path = os.path.join(local, METRICS_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"{url} holds no finished run (no metrics.json): train it first.")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {url}/{METRICS_FILE} ({error}): rerun the training.") from None
 
 
 class LocalOutput:
@@ -56,10 +120,6 @@ class LocalOutput:
 
     def is_finished(self):
         return os.path.exists(self.child(METRICS_FILE))
-
-    def read_metrics(self):
-        with open(self.child(METRICS_FILE)) as f:
-            return json.load(f)
 
     def unmark_finished(self):
         """First step of --overwrite: the old result stops looking done before anything of it is replaced."""
@@ -96,56 +156,40 @@ class LocalOutput:
 class GcsOutput:
     """A run's output prefix in Cloud Storage (gs://bucket/prefix), through google-cloud-storage."""
 
-    def __init__(self, url):
+    def __init__(self, url, access="write"):
         self.url = url.rstrip("/")
         self.bucket_name, self.prefix = split_gcs(self.url)
+        self.access = access
         self._bucket = None
 
     def child(self, name):
         return f"{self.url}/{name}"
 
-    def _blob_name(self, relative):
+    def blob_name(self, relative):
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
     @property
     def bucket(self):
         if self._bucket is None:
-            from google.auth import exceptions as auth_exceptions
-            from google.cloud import storage
-            try:
-                client = storage.Client()
-            except auth_exceptions.DefaultCredentialsError:
-                raise UserError(
-                    f"no Google Cloud credentials to write {self.url}: run `gcloud auth application-default login`, "
-                    "set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account (Workload Identity on "
-                    "Kubernetes, the job's service account on Vertex AI).") from None
-            self._bucket = client.bucket(self.bucket_name)
+            self._bucket = gcs_bucket(self.url, self.access)
         return self._bucket
 
     def check_writable(self):
         """Fails fast, before any training, when the bucket is missing or cannot be written."""
-        from google.api_core import exceptions as api_exceptions
-        from google.auth import exceptions as auth_exceptions
-        try:
+        with gcs_errors(self.url):
             if not self.bucket.exists():
                 raise UserError(f"bucket gs://{self.bucket_name} does not exist: create it "
                                 f"(`gcloud storage buckets create gs://{self.bucket_name}`) or fix --output_dir.")
-            probe = self.bucket.blob(self._blob_name(".write-test"))
+            probe = self.bucket.blob(self.blob_name(".write-test"))
             probe.upload_from_string(b"")
             probe.delete()
-        except (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.GoogleAuthError) as error:
-            raise UserError(f"cannot write to {self.url} ({error.__class__.__name__}): grant the job's service "
-                            "account roles/storage.objectAdmin on the bucket, or fix --output_dir.") from None
 
     def is_finished(self):
-        return self.bucket.blob(self._blob_name(METRICS_FILE)).exists()
-
-    def read_metrics(self):
-        return json.loads(self.bucket.blob(self._blob_name(METRICS_FILE)).download_as_bytes())
+        return self.bucket.blob(self.blob_name(METRICS_FILE)).exists()
 
     def unmark_finished(self):
         if self.is_finished():
-            self.bucket.blob(self._blob_name(METRICS_FILE)).delete()
+            self.bucket.blob(self.blob_name(METRICS_FILE)).delete()
 
     def new_staging_dir(self):
         return tempfile.mkdtemp(prefix="fmnist-staging-")
@@ -155,22 +199,7 @@ class GcsOutput:
             for name in sorted(files):
                 local = os.path.join(root, name)
                 relative = os.path.relpath(local, staging_dir).replace(os.sep, "/")
-                self.bucket.blob(self._blob_name(relative)).upload_from_filename(local)
+                self.bucket.blob(self.blob_name(relative)).upload_from_filename(local)
         shutil.rmtree(staging_dir, ignore_errors=True)
-        self.bucket.blob(self._blob_name(METRICS_FILE)).upload_from_string(
+        self.bucket.blob(self.blob_name(METRICS_FILE)).upload_from_string(
             json.dumps(metrics, indent=2), content_type="application/json")
-
-
-def download(url, local_dir):
-    """Copies a finished run (local path or gs:// prefix) into `local_dir`; returns the local folder to read."""
-    if not is_gcs(url):
-        return url
-    from google.cloud import storage
-    bucket_name, prefix = split_gcs(url)
-    client = storage.Client()
-    for blob in client.list_blobs(bucket_name, prefix=f"{prefix}/" if prefix else None):
-        relative = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
-        target = os.path.join(local_dir, relative)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        blob.download_to_filename(target)
-    return local_dir

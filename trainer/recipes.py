@@ -1,30 +1,39 @@
 """Training recipes: how a model is trained, apart from what it is.
 
 A recipe fixes epochs, global batch size, optimizer, learning-rate schedule, regularisation, augmentation and the
-execution settings that make a step cheap. A recipe may depend on the model (a small MLP and a CNN need not share a
-schedule), so each entry is a function of the model name. `--epochs`, `--batch_size` and `--learning_rate`
-override the recipe's values.
+execution settings that make a step cheap. Every field is a setting (`trainer.settings`): any of them can be
+overridden from the command line (`--epochs=3`, `--label_smoothing=0`, `--max_shift=1`, ...). A recipe may depend on
+the model, so each entry is a function of the model name. The field defaults are the seed notebook's recipe.
 
 - `seed`: the notebook, unchanged (Adam 1e-3, batch 32, 10 epochs, one step per call, TensorFlow's threading).
-- `fast`: the same networks to the seed's accuracy in a fraction of its time (docs/benchmarks.md says what each
-  setting buys): a larger batch with a matched learning rate, annealed to zero, label smoothing, many steps per
-  call, mixed bfloat16 where the hardware has it and, for the tiny MLP, single-threaded ops.
-- `strong`: the recipe of the `vgg` model: augmentation, label smoothing, AdamW, warm-up + cosine, mixed
-  bfloat16 where the hardware has it, test-time views.
+- `fast`: the same networks to the seed's accuracy in a fraction of its time (docs/benchmarks.md).
+- `strong`: the recipe of the `vgg` model: augmentation, label smoothing, AdamW, warm-up + cosine, test-time views.
 """
 
 import dataclasses
 from typing import Optional
 
+from trainer import settings
+from trainer.settings import setting
+
 DEFAULT = "fast"
+SCHEDULES = ("constant", "warmup_cosine", "linear_decay")
+OPTIMIZERS = ("adam", "sgd")
+# Views of each test image whose predictions are averaged (trainer.evaluate.TEST_TIME_VIEWS defines them).
+TEST_TIME_AUGMENTATIONS = ("none", "flip", "flip_shift")
 
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """Random changes to each training image; all off by default."""
-    max_shift: int = 0          # translate by up to this many pixels in x and y (the border is filled with 0)
-    horizontal_flip: bool = False
-    erasing_probability: float = 0.0  # random erasing (Zhong et al. 2017): one rectangle set to noise
+    max_shift: int = setting(
+        0, "Augmentation: translate each training image by up to this many pixels in x and y (0: off).",
+        check=lambda v: 0 <= v <= 13, message="--max_shift must be a whole number of pixels from 0 to 13.")
+    horizontal_flip: bool = setting(False, "Augmentation: mirror half of the training images left-right.")
+    erasing_probability: float = setting(
+        0.0, "Augmentation: the share of training images in which one random rectangle is set to noise "
+             "(random erasing, Zhong et al. 2017).",
+        check=lambda v: 0 <= v <= 1, message="--erasing_probability must be a probability from 0 to 1.")
 
     @property
     def enabled(self):
@@ -33,46 +42,57 @@ class Augmentation:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    name: str
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    # "constant": the learning rate throughout; "warmup_cosine": linear warm-up, then cosine decay to zero;
-    # "linear_decay": linear warm-up (if any), then a straight line down to zero (a one-cycle without momentum).
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    optimizer: str = "adam"        # "adam", or "sgd" (Nesterov momentum 0.9)
-    weight_decay: float = 0.0      # decoupled weight decay (AdamW-style) of either optimizer
-    label_smoothing: float = 0.0
+    name: str = "seed"
+    epochs: int = setting(10, "Training epochs.", check=lambda v: v > 0,
+                          message="--epochs must be a positive whole number, e.g. --epochs=10.")
+    batch_size: int = setting(32, "Global batch size, split across all replicas.", check=lambda v: v > 0,
+                              message="--batch_size must be a positive whole number, e.g. --batch_size=32.")
+    learning_rate: float = setting(
+        1e-3, "Peak learning rate.", check=lambda v: 0 < v < 10,
+        message="--learning_rate must be a positive number below 10, e.g. --learning_rate=0.001.")
+    schedule: str = setting(
+        "constant", "Learning rate over time: constant; warmup_cosine (linear warm-up, then cosine decay to 0); "
+                    "linear_decay (linear warm-up, then a straight line down to 0).", choices=SCHEDULES)
+    warmup_epochs: float = setting(0.0, "Epochs of linear learning-rate warm-up.", check=lambda v: v >= 0,
+                                   message="--warmup_epochs must be zero or a positive number of epochs.")
+    optimizer: str = setting("adam", "adam, or sgd (Nesterov momentum 0.9).", choices=OPTIMIZERS)
+    weight_decay: float = setting(
+        0.0, "Decoupled weight decay (AdamW-style) of kernels: each step shrinks them by learning rate x this.",
+        check=lambda v: 0 <= v < 1, message="--weight_decay must be a number from 0 up to (not including) 1.")
+    label_smoothing: float = setting(
+        0.0, "Label smoothing of the cross-entropy target.", check=lambda v: 0 <= v < 1,
+        message="--label_smoothing must be a number from 0 up to (not including) 1, e.g. 0.1.")
     augmentation: Augmentation = Augmentation()
-    # Average each test image's predictions over views of it: "none", "flip" (and its mirror image), "flip_shift"
-    # (+ four one-pixel shifts); trainer/evaluate.py. The exported SavedModel does the same.
-    test_time_augmentation: str = "none"
-    # Batches run per call into the compiled train function: fewer Python round trips for small models.
-    steps_per_execution: int = 1
-    jit_compile: bool = False
-    # Train in mixed precision (16-bit compute, float32 weights) where the hardware computes bfloat16 natively;
-    # float32 elsewhere (trainer/precision.py). --precision overrides.
-    mixed_precision: bool = False
-    # Threads per op (TensorFlow's intra-op pool); None: TensorFlow's default (all cores). A tiny model's ops are
-    # too small to split, and one thread per op saves the hand-offs. Applied in single-process runs only.
-    threads_per_op: Optional[int] = None
+    test_time_augmentation: str = setting(
+        "none", "Average each test image's predictions over views of it: none, flip (and its mirror image), "
+                "flip_shift (+ four one-pixel shifts). The exported SavedModel does the same.",
+        choices=TEST_TIME_AUGMENTATIONS)
+    steps_per_execution: int = setting(
+        1, "Batches run per call into the compiled train function: fewer Python round trips for small models.",
+        check=lambda v: v > 0, message="--steps_per_execution must be a positive whole number, e.g. 64.")
+    jit_compile: bool = setting(False, "Compile the train step with XLA.")
+    mixed_precision: bool = setting(
+        False, "Train in mixed precision (16-bit compute, float32 weights) where the hardware computes bfloat16 "
+               "natively; float32 elsewhere. --precision decides in the end.")
+    threads_per_op: Optional[int] = setting(
+        None, "Threads per op (TensorFlow's intra-op pool; unset: all cores). Single-process runs only.",
+        check=lambda v: v > 0, message="--threads_per_op must be a positive whole number, e.g. 1.")
 
-    def with_overrides(self, epochs=None, batch_size=None, learning_rate=None):
-        changes = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate).items()
-                   if v is not None}
-        return dataclasses.replace(self, **changes)
+    def with_overrides(self, **changes):
+        """The recipe with every setting in `changes` that is not None replaced (augmentation fields included)."""
+        paths = {d.name: d.path for d in settings.declared(Recipe)}
+        return settings.replace(self, {paths[name]: value for name, value in changes.items() if value is not None})
 
 
 def _seed(model_name):
     """The notebook's recipe, unchanged: Adam at Keras's default 1e-3, batch 32, 10 epochs."""
     del model_name
-    return Recipe(name="seed", epochs=10, batch_size=32, learning_rate=1e-3)
+    return Recipe(name="seed")
 
 
 def _fast(model_name):
-    """The seed's accuracy in a fraction of its time, for the same network (see docs/benchmarks.md)."""
-    if model_name == "mlp":
+    """The seed's accuracy in a fraction of its time, for the same network (docs/benchmarks.md, "fast recipe")."""
+    if model_name == "mlp":  # one thread per op: the tiny MLP's ops are too small to split
         return Recipe(name="fast", epochs=5, batch_size=128, learning_rate=2e-3, schedule="linear_decay",
                       label_smoothing=0.1, steps_per_execution=64, threads_per_op=1, mixed_precision=True)
     return Recipe(name="fast", epochs=5, batch_size=128, learning_rate=3e-3, schedule="linear_decay",
@@ -80,16 +100,10 @@ def _fast(model_name):
 
 
 def _strong(model_name):
-    """Augmentation and a warm-up + cosine schedule: for the `vgg` model (any model can use it).
+    """The `vgg` model's recipe, tuned on --validation_split=0.1 (docs/benchmarks.md, "strong model").
 
-    Tuned on `--validation_split=0.1` (docs/benchmarks.md): erasing probability 0.5 -> 0.25 and weight decay
-    0.01 -> 0.05 each gained a little validation accuracy; SGD with Nesterov momentum did no better than Adam.
-    Mixed bfloat16 made an epoch 1.4x cheaper on the benchmark CPU, which bought 18 epochs instead of 12 in the
-    same ten minutes: an epoch takes 27-35 s there depending on the day, and 18 keep a margin that 20 did not (one
-    20-epoch run took 615 s); averaging over six test-time views beat the flip alone on the validation split.
-    Weight decay shrinks kernels only, not batch normalization's scales and shifts or biases (train.optimizer):
-    a lower validation loss at the same accuracy, like the `vgg` model's flattened head.
-    On hardware without native bfloat16 the 18 epochs take longer: pass --epochs=12 to keep the time.
+    18 epochs fit ten minutes of training in mixed bfloat16 on the benchmark CPU; on hardware without native
+    bfloat16 they take longer: pass --epochs=12 to keep the time.
     """
     del model_name
     return Recipe(name="strong", epochs=18, batch_size=128, learning_rate=4e-3, schedule="warmup_cosine",

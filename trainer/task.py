@@ -1,7 +1,7 @@
 """Entry point of the training job: `python -m trainer.task --model=cnn --output_dir=...` (or `fmnist-train`).
 
-Mistakes a user can fix (a bad flag, an unusable output location, a finished run in the way) end the process
-with exit status 2 and one line saying what to do, never a traceback.
+It ends with the exit-code contract of `trainer.errors`: 0 finished; 2 a mistake a retry cannot fix (one line
+saying what to do, never a traceback); 75 "retry me" (a rerun resumes from the backup).
 """
 
 import sys
@@ -9,43 +9,63 @@ import sys
 from absl import app, flags, logging
 
 import trainer  # noqa: F401  (selects tf-keras before TensorFlow loads)
-from trainer import config, flags as trainer_flags  # noqa: F401  (defines the flags)
-from trainer.errors import UserError
+from trainer import config, errors, flags as trainer_flags, logs
+from trainer.errors import RetryableError, UserError
 
 FLAGS = flags.FLAGS
+HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
 
 
 def main(argv):
     if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])!r}: every setting is a --flag (see --helpshort).")
+        _fail(f"unexpected arguments {' '.join(argv[1:])!r}: every setting is a --flag (see --help).")
     try:
         cfg = config.from_flags(FLAGS)
     except UserError as error:
         _fail(str(error))
-    from trainer import train  # imports TensorFlow: only once the flags are known to be good
-    import tensorflow as tf
+    logs.configure()
+    with logs.quiet_native_startup():  # TensorFlow only once the flags are known to be good
+        import tensorflow as tf
+        from trainer import train
+        tf.config.list_physical_devices("GPU")
     try:
         train.run(cfg)
     except UserError as error:
         _fail(str(error))
+    except RetryableError as error:
+        _fail(str(error), errors.RETRY)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
-        # A peer worker died (preempted, evicted, crashed): every worker's collectives abort. Rerunning the job
-        # resumes from the last backup, so say that rather than dump a stack of collective-op frames.
-        first_line = str(error).strip().splitlines()[-3 if len(str(error).splitlines()) > 2 else 0][:300]
+        # A peer worker died (preempted, evicted, crashed): every worker's collectives abort. A rerun of every
+        # worker resumes from the last backup, so say that rather than dump a stack of collective-op frames.
+        lines = str(error).strip().splitlines()
+        first_line = lines[-3 if len(lines) > 2 else 0][:300]
         _fail(f"lost contact with another worker ({type(error).__name__}: {first_line}). "
               f"The job stopped; rerun every worker with the same flags to resume from the last backup in "
-              f"{cfg.checkpoint_dir}.", status=1)
+              f"{cfg.job.checkpoint_dir}.", errors.RETRY)
 
 
-def _fail(message, status=2):
+def _fail(message, status=errors.PERMANENT):
     logging.flush()
     print(f"fmnist-train: error: {message}", file=sys.stderr)
     sys.exit(status)
 
 
+def parse_flags(argv):
+    """absl's flag parsing, but `--help`/`--helpshort` list the trainer's own flags (absl's would list the flags of
+    the console script, none) and exit 0, and a bad flag exits with the contract's permanent status."""
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print(f"Usage: fmnist-train (or python -m trainer.task) --model=cnn --output_dir=PATH [flags]\n\n"
+              f"{FLAGS.module_help(trainer_flags)}\n\n(--helpfull adds absl's and TensorFlow's own flags.)")
+        sys.exit(errors.FINISHED)
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        _fail(str(error))
+
+
 def run():
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""The recipe's optimizer, learning-rate schedule and loss."""
+
+import tensorflow as tf
+import tf_keras
+
+from trainer.fashion_mnist import NUM_CLASSES
+
+# Variables that weight decay leaves alone: batch normalization's scale and shift and every bias set a feature's
+# scale and offset, not what it detects (docs/benchmarks.md, strong model, third round).
+NOT_DECAYED = ("gamma", "beta", "bias")
+
+
+def optimizer(recipe, steps_per_epoch):
+    """Adam as in the seed, or SGD with Nesterov momentum; both with decoupled weight decay of kernels
+    (AdamW-style: each step shrinks every kernel by learning rate x weight_decay) when the recipe sets one."""
+    rate = learning_rate(recipe, steps_per_epoch)
+    decay = recipe.weight_decay or None
+    if recipe.optimizer == "sgd":
+        chosen = tf_keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=decay)
+    elif recipe.optimizer == "adam":
+        chosen = tf_keras.optimizers.Adam(learning_rate=rate, weight_decay=decay)
+    else:
+        raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    if decay:
+        chosen.exclude_from_weight_decay(var_names=list(NOT_DECAYED))
+    return chosen
+
+
+def learning_rate(recipe, steps_per_epoch):
+    """Constant, or linear warm-up then a cosine or straight-line decay to zero."""
+    if recipe.schedule == "constant":
+        return recipe.learning_rate
+    total = recipe.epochs * steps_per_epoch
+    warmup = int(recipe.warmup_epochs * steps_per_epoch)
+    if recipe.schedule == "warmup_cosine":
+        return tf_keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else recipe.learning_rate, decay_steps=max(1, total - warmup),
+            warmup_target=recipe.learning_rate if warmup else None, warmup_steps=warmup)
+    if recipe.schedule == "linear_decay":
+        return WarmupLinearDecay(recipe.learning_rate, warmup, total)
+    raise ValueError(f"unknown schedule {recipe.schedule!r}")
+
+
+class WarmupLinearDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`."""
+
+    def __init__(self, peak, warmup_steps, total_steps):
+        self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, max(total_steps, warmup_steps + 1)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warming = self.peak * step / max(self.warmup_steps, 1)
+        decaying = self.peak * (self.total_steps - step) / (self.total_steps - self.warmup_steps)
+        return tf.maximum(0.0, tf.where(step < self.warmup_steps, warming, decaying))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+
+
+def crossentropy(label_smoothing):
+    """Sparse categorical cross-entropy; with smoothing, the target spreads `label_smoothing` over all classes.
+
+    A plain per-example function, so Keras reduces it correctly over replicas under every strategy.
+    """
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+
+    def smoothed_crossentropy(labels, probabilities):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), NUM_CLASSES)
+        return tf_keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=label_smoothing)
+    return smoothed_crossentropy

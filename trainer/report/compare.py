@@ -1,0 +1,215 @@
+"""Comparison of finished runs: `python -m trainer.compare RUN_DIR... [--out REPORT_DIR] [--names a,b]`.
+
+RUN_DIR is a local folder or a gs://bucket/prefix holding a finished run (metrics.json and test_predictions.npz).
+The command prints one table row per run and McNemar's test for every pair of runs, then writes the report:
+REPORT_DIR/report.md with its PNG figures beside it, and REPORT_DIR/report.html, one self-contained file (figures
+embedded, no external reference). Default REPORT_DIR: the runs' common parent folder + /report (`out/report` for
+`make run`), or `out/report` when a run is in Cloud Storage.
+
+Mistakes (an unfinished run, missing test predictions, runs evaluated on different test sets, a bad flag) end the
+command with one line on stderr and exit status 2, never a traceback.
+"""
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+
+from trainer import outputs
+from trainer.report import stats
+from trainer.errors import UserError
+
+PREDICTIONS_FILE = "test_predictions.npz"
+GCS_DEFAULT_REPORT_DIR = os.path.join("out", "report")
+
+COLUMNS = (
+    ("run", "{}"), ("model", "{}"), ("recipe", "{}"), ("test acc", "{:.4f}"), ("test loss", "{:.4f}"),
+    ("params", "{:,}"), ("epochs", "{}"), ("batch", "{}"), ("train s", "{:.1f}"), ("examples/s", "{:,.0f}"),
+)
+
+
+@dataclasses.dataclass
+class Run:
+    name: str            # short label used in tables, legends and figure file names
+    url: str             # as given on the command line
+    metrics: dict        # metrics.json
+    predicted: np.ndarray  # predicted class of every test image, in stored order
+    labels: np.ndarray     # true class of every test image
+
+    @property
+    def class_names(self):
+        return list(self.metrics.get("per_class_accuracy") or {}) or [str(i) for i in range(10)]
+
+
+# ---- reading runs ----------------------------------------------------------------------------------------------
+
+def load_predictions(url, local):
+    """(predicted, labels) of a finished run's test set, or a clear error."""
+    path = os.path.join(local, PREDICTIONS_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"{url} has no {PREDICTIONS_FILE} (the run's test predictions), which the report needs for "
+                        "McNemar's test: rerun the training with --overwrite to keep them.")
+    try:
+        with np.load(path) as npz:
+            missing = [key for key in ("class_id", "label") if key not in npz.files]
+            if missing:
+                raise UserError(f"{url}/{PREDICTIONS_FILE} lacks the array(s) {', '.join(missing)} (it has "
+                                f"{', '.join(npz.files) or 'none'}): rerun the training with --overwrite.")
+            predicted, labels = npz["class_id"], npz["label"]
+    except (OSError, ValueError, EOFError) as error:
+        raise UserError(f"cannot read {url}/{PREDICTIONS_FILE} ({error}): rerun the training with "
+                        "--overwrite.") from None
+    if predicted.ndim != 1 or predicted.shape != labels.shape:
+        raise UserError(f"{url}/{PREDICTIONS_FILE} is malformed: class_id {predicted.shape} and label "
+                        f"{labels.shape} must be two vectors of the same length.")
+    return predicted.astype(np.int64), labels.astype(np.int64)
+
+
+def read_runs(urls, names, scratch):
+    runs = []
+    for url, name in zip(urls, names):
+        local = outputs.fetch(url, (outputs.METRICS_FILE, PREDICTIONS_FILE), scratch)
+        metrics = outputs.read_metrics(url, local)
+        predicted, labels = load_predictions(url, local)
+        runs.append(Run(name, url, metrics, predicted, labels))
+    check_same_test_set(runs)
+    return runs
+
+
+def check_same_test_set(runs):
+    """McNemar's test pairs images up by position: every run must hold the same test images, in the same order."""
+    first = runs[0]
+    for run in runs[1:]:
+        if len(run.labels) != len(first.labels):
+            raise UserError(f"{run.url} was tested on {len(run.labels)} images and {first.url} on "
+                            f"{len(first.labels)}: runs can only be compared on the same test set.")
+        differ = int(np.sum(run.labels != first.labels))
+        if differ:
+            raise UserError(f"{run.url} and {first.url} have different true labels for {differ} of "
+                            f"{len(run.labels)} test images: they were not tested on the same test set in the same "
+                            "order, so they cannot be compared.")
+
+
+def default_names(urls):
+    """Each run's folder name; where two share one, enough parent folders to tell them apart."""
+    parts = [[p for p in re.split(r"[\\/]+", u.rstrip("/")) if p] or [u] for u in urls]
+    depth = 1
+    while True:
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names) or depth >= max(len(p) for p in parts):
+            break
+        depth += 1
+    seen = {}
+    unique = []
+    for name in names:  # the same run given twice
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return unique
+
+
+def default_report_dir(urls):
+    if any(outputs.is_gcs(u) for u in urls):
+        return GCS_DEFAULT_REPORT_DIR
+    parents = [os.path.dirname(os.path.abspath(u.rstrip("/") or "/")) for u in urls]
+    common = os.path.commonpath(parents)
+    return os.path.relpath(os.path.join(common, "report")) if _inside_cwd(common) else os.path.join(common, "report")
+
+
+def _inside_cwd(path):
+    return os.path.commonpath([os.path.abspath(path), os.getcwd()]) == os.getcwd()
+
+
+# ---- the text table (stdout) -----------------------------------------------------------------------------------
+
+def table_rows(runs):
+    """One list of formatted cells per run; `runs` is a list of Run (or of (url, metrics) pairs)."""
+    rows = []
+    for run in runs:
+        name, m = (run.name, run.metrics) if isinstance(run, Run) else (os.path.basename(run[0].rstrip("/")), run[1])
+        values = (name, m.get("model"), m.get("recipe"), m.get("test_accuracy"), m.get("test_loss"), m.get("params"),
+                  m.get("epochs"), m.get("batch_size"), m.get("train_seconds"), m.get("examples_per_second") or 0)
+        rows.append([fmt.format(v) if v is not None else "-" for (_, fmt), v in zip(COLUMNS, values)])
+    return rows
+
+
+def text_table(runs):
+    header = [name for name, _ in COLUMNS]
+    rows = table_rows(runs)
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    line = lambda cells: "  ".join(c.rjust(w) if i > 2 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+# ---- command line ----------------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (usage: python -m trainer.compare RUN_DIR... [--out REPORT_DIR] [--names a,b])")
+
+
+def parse_args(args):
+    parser = _Parser(prog="python -m trainer.compare", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="finished runs: local folders or gs:// prefixes")
+    parser.add_argument("--out", metavar="REPORT_DIR",
+                        help="local folder for report.md, its figures and report.html (default: the runs' common "
+                             "parent + /report; out/report for gs:// runs)")
+    parser.add_argument("--names", help="comma-separated labels for the runs, in order (default: folder names)")
+    parser.add_argument("--no-report", action="store_true", help="print the table and the tests only")
+    parsed = parser.parse_args(args)
+    if not parsed.runs:
+        raise UserError("no run given: usage: python -m trainer.compare RUN_DIR [RUN_DIR...] [--out REPORT_DIR]")
+    if parsed.names is not None:
+        names = [n.strip() for n in parsed.names.split(",")]
+        if len(names) != len(parsed.runs) or not all(names):
+            raise UserError(f"--names gives {len(names)} name(s) for {len(parsed.runs)} run(s): give one non-empty "
+                            "name per run, comma-separated, in the order of the runs.")
+        if len(set(names)) != len(names):
+            raise UserError(f"--names {parsed.names!r} repeats a name: every run needs its own.")
+        parsed.names = names
+    else:
+        parsed.names = default_names(parsed.runs)
+    if parsed.out and outputs.is_gcs(parsed.out):
+        raise UserError(f"--out={parsed.out}: the report is written to a local folder; copy it to Cloud Storage "
+                        "afterwards if needed (gcloud storage cp -r).")
+    return parsed
+
+
+def main(argv):
+    try:
+        args = parse_args(argv[1:])
+        with tempfile.TemporaryDirectory() as scratch:
+            runs = read_runs(args.runs, args.names, scratch)
+        print(text_table(runs))
+        comparisons = stats.compare_pairs(runs)
+        for line in stats.test_lines(comparisons):
+            print(line)
+        for warning in stats.warnings(runs):
+            print(f"compare: warning: {warning}", file=sys.stderr)
+        if not args.no_report:
+            render = _renderer()
+            out = args.out or default_report_dir(args.runs)
+            written = render.write(runs, comparisons, out)
+            print("report: " + ", ".join(written))
+    except UserError as error:
+        print(f"compare: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _renderer():
+    """The report's renderer, which draws with matplotlib (the `report` extra; the runtime image has none)."""
+    try:
+        from trainer.report import render
+    except ImportError as error:
+        raise UserError(f"the report needs matplotlib ({error}): install the report extra "
+                        "(pip install -r requirements-report.txt -c constraints.txt), or pass --no-report for the "
+                        "table and the tests alone.") from None
+    return render
+
+
+if __name__ == "__main__":
+    main(sys.argv)
