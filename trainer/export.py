@@ -40,11 +40,11 @@ class ServingModule(tf.Module):
         self._input_shape = tuple(input_shape)
         self._class_names = tf.constant(data.CLASS_NAMES)
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.uint8, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.uint8, name="images")], autograph=False)
     def serve(self, images):
         return self._predict(grey_images(images))
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="image_bytes")], autograph=False)
     def serve_bytes(self, image_bytes):
         return self._predict(photo.batch_from_bytes(image_bytes))
 
@@ -68,7 +68,7 @@ def grey_images(images):
     shape = tf.shape(images, out_type=tf.int32)
     rank = tf.rank(images)
     padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # reading dimensions a low rank lacks gives 0
-    is_28x28 = tf.logical_and(tf.equal(padded[1], data.IMAGE_SHAPE[0]), tf.equal(padded[2], data.IMAGE_SHAPE[1]))
+    is_28x28 = tf.logical_and(tf.equal(padded[1], photo.SIZE), tf.equal(padded[2], photo.SIZE))
     channels = padded[3]
     grey = tf.logical_or(tf.equal(rank, 3), tf.logical_and(tf.equal(rank, 4), tf.equal(channels, 1)))
     colour = tf.logical_and(tf.equal(rank, 4), tf.logical_or(tf.equal(channels, 3), tf.equal(channels, 4)))
@@ -78,9 +78,9 @@ def grey_images(images):
     with tf.control_dependencies([check]):
         images = tf.identity(images)
     return tf.cond(grey,
-                   lambda: tf.reshape(images, [-1, data.IMAGE_SHAPE[0], data.IMAGE_SHAPE[1]]),
+                   lambda: tf.reshape(images, [-1, photo.SIZE, photo.SIZE]),
                    lambda: photo.batch_from_arrays(
-                       tf.reshape(images, [-1, data.IMAGE_SHAPE[0], data.IMAGE_SHAPE[1], channels])))
+                       tf.reshape(images, [-1, photo.SIZE, photo.SIZE, channels])))
 
 
 def export_saved_model(model, input_shape, path, test_time_augmentation="none"):
@@ -104,11 +104,11 @@ def with_default_signature(source, target, default="serving_bytes"):
     module = tf.Module()
     module.source = loaded
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.uint8, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.uint8, name="images")], autograph=False)
     def serve(images):
         return dict(inner(images=grey_images(images)))
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="image_bytes")], autograph=False)
     def serve_bytes(image_bytes):
         return dict(inner(images=photo.batch_from_bytes(image_bytes)))
 

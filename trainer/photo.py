@@ -50,12 +50,9 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights of tf.image.rgb_to_gr
 
 # --------------------------------------------------------------------------------------------------- headers
 
-def _bytes_at(contents, offset, length):
-    return tf.cast(tf.io.decode_raw(tf.strings.substr(contents, offset, length), tf.uint8), tf.int64)
-
-
-def _uint(contents, offset, length, little_endian):
-    b = _bytes_at(contents, offset, length)
+def _uint(padded, offset, length, little_endian):
+    """An unsigned integer of `length` bytes at `offset` of a (zero-padded) string, as int64."""
+    b = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, length), tf.uint8), tf.int64)
     weights = tf.constant([256 ** i for i in range(length)] if little_endian
                           else [256 ** i for i in reversed(range(length))], tf.int64)
     return tf.reduce_sum(b * weights)
@@ -66,58 +63,42 @@ def header(contents):
 
     Unknown formats, and files too short for their header, give (-1, 0, 0). A JPEG's size comes from
     `tf.io.extract_jpeg_shape`, which reads its markers only (and fails on a header that is not JPEG's).
+    Every other format's fields are read at fixed offsets and the right ones selected, without branches (each
+    branch of a graph costs tracing time).
     """
     contents = tf.convert_to_tensor(contents, tf.string)
     length = tf.strings.length(contents)
-    padded = contents + b"\0" * 16  # so that reading the magic bytes never runs past the end
+    padded = contents + b"\0" * 32  # so that no read at a fixed offset runs past the end
 
     def starts(prefix, offset=0):
         return tf.equal(tf.strings.substr(padded, offset, len(prefix)), prefix)
 
-    def png():
-        return tf.constant(0, tf.int64), _uint(contents, 20, 4, False), _uint(contents, 16, 4, False)
+    int64 = lambda v: tf.constant(v, tf.int64)  # noqa: E731
+    is_png = starts(b"\x89PNG\r\n\x1a\n") & (length >= 24)
+    is_jpeg = starts(b"\xff\xd8") & (length >= 4)
+    is_gif = (starts(b"GIF87a") | starts(b"GIF89a")) & (length >= 10)
+    is_bmp = starts(b"BM") & (length >= 26)
+    is_webp = starts(b"RIFF") & starts(b"WEBP", 8) & (length >= 30)
+    vp8, vp8l, vp8x = starts(b"VP8 ", 12), starts(b"VP8L", 12), starts(b"VP8X", 12)
+    is_webp = is_webp & (vp8 | vp8l | vp8x)
 
-    def jpeg():
-        shape = tf.cast(tf.io.extract_jpeg_shape(contents), tf.int64)
-        return tf.constant(1, tf.int64), shape[0], shape[1]
+    bmp_height = _uint(padded, 22, 4, True)
+    bmp_height = tf.where(bmp_height >= 2 ** 31, 2 ** 32 - bmp_height, bmp_height)  # negative: stored top-down
+    lossless = _uint(padded, 21, 4, True)  # VP8L: 14 bits each of width - 1 and height - 1
+    webp_height = tf.where(vp8, _uint(padded, 28, 2, True) % 16384,  # VP8: 14 bits each, after the start code
+                           tf.where(vp8l, (lossless // 16384) % 16384 + 1, _uint(padded, 27, 3, True) + 1))
+    webp_width = tf.where(vp8, _uint(padded, 26, 2, True) % 16384,
+                          tf.where(vp8l, lossless % 16384 + 1, _uint(padded, 24, 3, True) + 1))  # VP8X: canvas
+    jpeg_shape = tf.cond(is_jpeg, lambda: tf.cast(tf.io.extract_jpeg_shape(contents), tf.int64)[:2],
+                         lambda: tf.zeros([2], tf.int64))
 
-    def gif():
-        return tf.constant(2, tf.int64), _uint(contents, 8, 2, True), _uint(contents, 6, 2, True)
-
-    def bmp():
-        height = _uint(contents, 22, 4, True)
-        height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)  # negative: rows stored top-down
-        return tf.constant(3, tf.int64), height, _uint(contents, 18, 4, True)
-
-    def webp():
-        chunk = tf.strings.substr(contents, 12, 4)
-
-        def lossy():  # "VP8 ": 14-bit width and height after the frame tag and start code
-            return _uint(contents, 28, 2, True) % 16384, _uint(contents, 26, 2, True) % 16384
-
-        def lossless():  # "VP8L": 14 bits each, minus one, packed after the signature byte
-            bits = _uint(contents, 21, 4, True)
-            return (bits // 16384) % 16384 + 1, bits % 16384 + 1
-
-        def extended():  # "VP8X": the canvas, 24 bits each, minus one
-            return _uint(contents, 27, 3, True) + 1, _uint(contents, 24, 3, True) + 1
-
-        height, width = tf.case([(tf.equal(chunk, "VP8 "), lossy), (tf.equal(chunk, "VP8L"), lossless),
-                                 (tf.equal(chunk, "VP8X"), extended)],
-                                default=lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)))
-        kind = tf.where(height > 0, tf.constant(4, tf.int64), tf.constant(-1, tf.int64))
-        return kind, height, width
-
-    def unknown():
-        return tf.constant(-1, tf.int64), tf.constant(0, tf.int64), tf.constant(0, tf.int64)
-
-    return tf.case([
-        (starts(b"\x89PNG\r\n\x1a\n") & (length >= 24), png),
-        (starts(b"\xff\xd8") & (length >= 4), jpeg),
-        ((starts(b"GIF87a") | starts(b"GIF89a")) & (length >= 10), gif),
-        (starts(b"BM") & (length >= 26), bmp),
-        (starts(b"RIFF") & starts(b"WEBP", 8) & (length >= 30), webp),
-    ], default=unknown, exclusive=True)
+    kind = tf.where(is_png, int64(0), tf.where(is_jpeg, int64(1), tf.where(is_gif, int64(2), tf.where(
+        is_bmp, int64(3), tf.where(is_webp, int64(4), int64(-1))))))
+    height = tf.gather(tf.stack([_uint(padded, 20, 4, False), jpeg_shape[0], _uint(padded, 8, 2, True),
+                                 bmp_height, webp_height, int64(0)]), tf.where(kind < 0, int64(5), kind))
+    width = tf.gather(tf.stack([_uint(padded, 16, 4, False), jpeg_shape[1], _uint(padded, 6, 2, True),
+                                _uint(padded, 18, 4, True), webp_width, int64(0)]), tf.where(kind < 0, int64(5), kind))
+    return kind, height, width
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -126,14 +107,12 @@ def decode(contents, max_pixels=MAX_PIXELS):
     """An encoded image -> uint8 [H, W, 4] (RGBA), refusing an unknown format or an oversized one *before*
     decoding. Errors are `tf.errors.InvalidArgumentError`s whose message says what was wrong."""
     kind, height, width = header(contents)
-    checks = [
-        tf.debugging.assert_greater_equal(
-            kind, tf.constant(0, tf.int64),
-            message="not an image this model reads (PNG, JPEG, GIF, BMP or WebP), or its header is cut short"),
-        tf.debugging.assert_less_equal(
-            height * width, tf.constant(max_pixels, tf.int64),
-            message=f"refused before decoding: the header declares more than {max_pixels:,} pixels "
-                    "(a decompression bomb?)"),
+    checks = [  # raw Assert ops: tf.debugging's wrap each in a branch, which costs tracing time
+        tf.raw_ops.Assert(condition=kind >= 0, data=[
+            "not an image this model reads (PNG, JPEG, GIF, BMP or WebP), or its header is cut short"]),
+        tf.raw_ops.Assert(condition=height * width <= max_pixels, data=[
+            f"refused before decoding: the header declares more than {max_pixels:,} pixels (a decompression "
+            "bomb?)"]),
     ]
     with tf.control_dependencies(checks):
         contents = tf.identity(contents)
@@ -145,21 +124,10 @@ def to_rgba(image):
     """uint8 [H, W, C] with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA) -> uint8 [H, W, 4]."""
     image = tf.convert_to_tensor(image, tf.uint8)
     channels = tf.shape(image)[-1]
-    opaque = tf.fill(tf.concat([tf.shape(image)[:-1], [1]], 0), tf.constant(255, tf.uint8))
-    tf.debugging.assert_less_equal(channels, 4, message="an image has 1, 2, 3 or 4 channels")
-
-    def branch(c):
-        def build():
-            if c == 1:
-                return tf.concat([image[..., :1]] * 3 + [opaque], -1)
-            if c == 2:
-                return tf.concat([image[..., :1]] * 3 + [image[..., 1:2]], -1)
-            if c == 3:
-                return tf.concat([image[..., :3], opaque], -1)
-            return image[..., :4]
-        return build
-
-    return tf.switch_case(channels - 1, [branch(c) for c in (1, 2, 3, 4)])
+    rgb = tf.gather(image, tf.where(channels >= 3, tf.constant([0, 1, 2]), tf.constant([0, 0, 0])), axis=-1)
+    has_alpha = tf.logical_or(tf.equal(channels, 2), tf.equal(channels, 4))
+    alpha = tf.where(has_alpha, tf.gather(image, [channels - 1], axis=-1), tf.constant(255, tf.uint8))
+    return tf.concat([rgb, alpha], -1)
 
 
 # ------------------------------------------------------------------------------------------- the rule
@@ -178,13 +146,8 @@ def over_white(rgba):
 
 def is_fashion_mnist_like(gray):
     """True for a 28x28 image (float luminance [H, W]) whose outer ring of pixels has a median below 128."""
-    shape = tf.shape(gray)
-
-    def dark_ring():
-        ring = tf.concat([gray[0, :], gray[-1, :], gray[1:-1, 0], gray[1:-1, -1]], 0)
-        return _median(ring) < DARK_BELOW
-
-    return tf.cond(tf.reduce_all(tf.equal(shape, [SIZE, SIZE])), dark_ring, lambda: tf.constant(False))
+    ring = tf.concat([gray[0, :], gray[-1, :], gray[1:-1, 0], gray[1:-1, -1]], 0)
+    return tf.logical_and(tf.reduce_all(tf.equal(tf.shape(gray), [SIZE, SIZE])), _median(ring) < DARK_BELOW)
 
 
 def _median(values):
@@ -200,10 +163,10 @@ def to_fashion_mnist(rgba, resize_method=None, sharpen=None):
     """
     rgb = over_white(rgba)
     gray = luminance(rgb)
-    return tf.cond(is_fashion_mnist_like(gray),
-                   lambda: _to_uint8(gray),
-                   lambda: convert(rgb, resize_method or RESIZE_METHOD,
-                                   SHARPEN_AMOUNT if sharpen is None else sharpen))
+    # Both, then the right one (a branch would cost more tracing time than converting a 28x28 image costs).
+    as_is = _to_uint8(tf.image.resize_with_crop_or_pad(gray[..., None], SIZE, SIZE)[..., 0])
+    converted = convert(rgb, resize_method or RESIZE_METHOD, SHARPEN_AMOUNT if sharpen is None else sharpen)
+    return tf.where(is_fashion_mnist_like(gray), as_is, converted)
 
 
 def convert(rgb, resize_method=RESIZE_METHOD, sharpen=SHARPEN_AMOUNT):
@@ -215,13 +178,13 @@ def convert(rgb, resize_method=RESIZE_METHOD, sharpen=SHARPEN_AMOUNT):
     corners = tf.stack([rgb[0, 0], rgb[0, width - 1], rgb[height - 1, 0], rgb[height - 1, width - 1]])
     distance = tf.sqrt(tf.reduce_mean(tf.square(rgb[:, :, None, :] - corners[None, None]), -1))
     foreground = tf.reduce_min(distance, -1) > FUZZ * 255.0
-    rows = tf.where(tf.reduce_any(foreground, 1))[:, 0]
-    cols = tf.where(tf.reduce_any(foreground, 0))[:, 0]
-    empty = tf.equal(tf.size(rows), 0)  # a blank image: keep all of it
-    top = tf.cond(empty, lambda: 0, lambda: tf.cast(rows[0], tf.int32))
-    bottom = tf.cond(empty, lambda: height, lambda: tf.cast(rows[-1], tf.int32) + 1)
-    left = tf.cond(empty, lambda: 0, lambda: tf.cast(cols[0], tf.int32))
-    right = tf.cond(empty, lambda: width, lambda: tf.cast(cols[-1], tf.int32) + 1)
+    rows, cols = tf.reduce_any(foreground, 1), tf.reduce_any(foreground, 0)
+    empty = tf.logical_not(tf.reduce_any(rows))  # a blank image: keep all of it
+    first = lambda mask: tf.cast(tf.argmax(tf.cast(mask, tf.int32)), tf.int32)  # noqa: E731  (first True)
+    top = tf.where(empty, 0, first(rows))
+    bottom = tf.where(empty, height, height - first(tf.reverse(rows, [0])))
+    left = tf.where(empty, 0, first(cols))
+    right = tf.where(empty, width, width - first(tf.reverse(cols, [0])))
     gray = luminance(rgb[top:bottom, left:right])
     background = tf.reduce_mean(luminance(corners))
 
@@ -250,15 +213,10 @@ def convert(rgb, resize_method=RESIZE_METHOD, sharpen=SHARPEN_AMOUNT):
 
 
 def _limit_size(rgb):
-    height, width = tf.shape(rgb)[0], tf.shape(rgb)[1]
-    longest = tf.maximum(height, width)
-
-    def reduce():
-        scale = MAX_SIDE / tf.cast(longest, tf.float32)
-        size = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32))
-        return tf.image.resize(rgb, size, method="area")
-
-    return tf.cond(longest > MAX_SIDE, reduce, lambda: rgb)
+    size = tf.shape(rgb)[:2]
+    scale = tf.minimum(1.0, MAX_SIDE / tf.cast(tf.reduce_max(size), tf.float32))
+    target = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32))
+    return tf.image.resize(rgb, target, method="area")  # the same size: an exact copy
 
 
 def _blur(gray):

@@ -1,0 +1,265 @@
+"""The batch prediction job (trainer.predict): inputs of every kind, per-input errors, order, atomic output, GCS,
+and (e2e) the command line's exit statuses.
+
+The model is test_export.py's small CNN; the in-process tests call `predict.predict` directly.
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import trainer  # noqa: F401  (tf-keras before TensorFlow)
+from conftest import ROOT
+from test_export import encode, exported_model, sample_images, signatures
+from test_photo import png_header_only, product_photo
+
+
+class Quiet:
+    """A Progress stand-in that records updates instead of printing them."""
+    tty = False
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, summary, force=False):
+        self.updates.append(summary.read)
+
+    def close(self):
+        pass
+
+
+def run_predict(inputs, output, **options):
+    from trainer import predict
+    return predict.predict(exported_model(), [str(i) for i in inputs], str(output), progress=Quiet(), **options)
+
+
+def read_lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def expected_classes(images):
+    _, serve, _ = signatures()
+    return serve(images=images)["class_id"].numpy().tolist()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """12 test images as PNGs (two in a subfolder), plus broken files and a file that is not an image."""
+    images, _ = sample_images()
+    root = tmp_path_factory.mktemp("images")
+    (root / "sub").mkdir()
+    for i in range(10):
+        (root / f"{i:02d}.png").write_bytes(encode(images[i]))
+    (root / "sub" / "10.png").write_bytes(encode(images[10]))
+    (root / "sub" / "11.jpg").write_bytes(encode(images[11], "JPEG", quality=100))
+    (root / "sub" / "bomb.png").write_bytes(png_header_only(100_000, 100_000))
+    (root / "sub" / "empty.png").write_bytes(b"")
+    (root / "sub" / "not-an-image.png").write_bytes(b"just some text, not a picture")
+    (root / "sub" / "truncated.png").write_bytes(encode(images[0])[:120])
+    (root / "notes.txt").write_text("not an image: folders only yield image files")
+    return root
+
+
+def test_a_folder_gives_one_line_per_image_in_order_with_errors_alone(folder, tmp_path):
+    images, _ = sample_images()
+    output = tmp_path / "predictions.jsonl"
+    summary = run_predict([folder], output)
+    lines = read_lines(output)
+    names = [os.path.relpath(line["name"], folder) for line in lines]
+    assert names == [f"{i:02d}.png" for i in range(10)] + [
+        "sub/10.png", "sub/11.jpg", "sub/bomb.png", "sub/empty.png", "sub/not-an-image.png", "sub/truncated.png"]
+    predicted = [line for line in lines if "error" not in line]
+    assert [line["class_id"] for line in predicted[:11]] == expected_classes(images[:11])
+    for line in predicted:
+        assert set(line) == {"name", "class_name", "class_id", "probabilities"}
+        assert len(line["probabilities"]) == 10 and abs(sum(line["probabilities"]) - 1) < 1e-4
+    errors = {os.path.basename(line["name"]): line["error"] for line in lines if "error" in line}
+    assert "refused before decoding" in errors["bomb.png"] and "10,000,000,000 pixels" in errors["bomb.png"]
+    assert errors["empty.png"] == "empty file"
+    assert errors["not-an-image.png"].startswith("not an image this model reads")
+    assert "truncated" in errors["truncated.png"] and "{{" not in errors["truncated.png"]
+    assert (summary.read, summary.predicted, summary.refused) == (16, 12, 4)
+    assert summary.rate > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]  # no temporary file left behind
+
+
+def test_small_batches_stream_in_the_same_order(folder, tmp_path):
+    run_predict([folder], tmp_path / "a.jsonl")
+    run_predict([folder], tmp_path / "b.jsonl", batch_size=3, readers=2)
+    assert read_lines(tmp_path / "a.jsonl") == read_lines(tmp_path / "b.jsonl")
+
+
+def test_files_globs_and_folders_keep_the_order_given(folder, tmp_path):
+    output = tmp_path / "out.jsonl"
+    run_predict([folder / "05.png", f"{folder}/0[0-2].png", folder / "sub", folder / "notes.txt"], output)
+    names = [os.path.relpath(line["name"], folder) for line in read_lines(output)]
+    assert names[:4] == ["05.png", "00.png", "01.png", "02.png"]
+    assert names[4:10] == ["sub/10.png", "sub/11.jpg", "sub/bomb.png", "sub/empty.png", "sub/not-an-image.png",
+                           "sub/truncated.png"]
+    assert names[10] == "notes.txt"  # named explicitly: tried, and refused on its own line
+    assert "not an image" in read_lines(output)[10]["error"]
+
+
+def test_jsonl_instances_as_vertex_ai_batch_prediction_reads_them(tmp_path):
+    images, _ = sample_images()
+    b64 = [base64.b64encode(encode(image)).decode() for image in images[:3]]
+    instances = tmp_path / "instances.jsonl"
+    instances.write_text("\n".join([
+        json.dumps({"image_bytes": {"b64": b64[0]}}),
+        json.dumps({"b64": b64[1], "key": "second"}),
+        "",
+        json.dumps(images[2].tolist()),
+        json.dumps({"images": images[3][..., None].tolist(), "key": 4}),
+        "{not json",
+        json.dumps({"image_bytes": {"b64": "%%%"}}),
+        json.dumps({"images": [[1, 2], [3, 4]]}),
+        json.dumps({"something": "else"}),
+    ]) + "\n")
+    output = tmp_path / "out.jsonl"
+    summary = run_predict([instances], output)
+    lines = read_lines(output)
+    assert [line["name"] for line in lines] == [f"{instances}:1", "second", f"{instances}:4", "4",
+                                               f"{instances}:6", f"{instances}:7", f"{instances}:8",
+                                               f"{instances}:9"]
+    assert [line["class_id"] for line in lines[:4]] == expected_classes(images[:4])
+    assert "not a JSON line" in lines[4]["error"]
+    assert "base64" in lines[5]["error"]
+    assert "28x28" in lines[6]["error"] and "got 2x2" in lines[6]["error"]
+    assert "image_bytes" in lines[7]["error"]
+    assert (summary.predicted, summary.refused) == (4, 4)
+
+
+def test_photos_are_converted_like_serving_bytes(tmp_path):
+    images, _ = sample_images()
+    _, _, serve_bytes = signatures()
+    photos = [product_photo(image) for image in images[:4]]
+    for i, contents in enumerate(photos):
+        (tmp_path / f"photo{i}.jpg").write_bytes(contents)
+    output = tmp_path / "out.jsonl"
+    run_predict([tmp_path / "photo*.jpg"], output)
+    got = [line["probabilities"] for line in read_lines(output)]
+    expected = serve_bytes(image_bytes=np.array(photos, dtype=object))["probabilities"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_user_mistakes_fail_before_any_output(folder, tmp_path):
+    from trainer import predict
+    from trainer.errors import UserError
+    output = tmp_path / "out.jsonl"
+    output.write_text("an earlier result\n")
+    with pytest.raises(UserError, match="no such file or folder"):
+        run_predict([folder, tmp_path / "missing"], output)
+    with pytest.raises(UserError, match="matches no file"):
+        run_predict([tmp_path / "*.tiff"], output)
+    with pytest.raises(UserError, match="holds no SavedModel"):
+        predict.predict(str(tmp_path), [str(folder)], str(output), progress=Quiet())
+    with pytest.raises(UserError, match="is a folder"):
+        run_predict([folder], tmp_path)
+    with pytest.raises(UserError, match="holds no image"):
+        (tmp_path / "empty").mkdir()
+        run_predict([tmp_path / "empty"], output)
+    assert output.read_text() == "an earlier result\n"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out.jsonl"]  # no temporary files
+
+
+# ------------------------------------------------------------------------------------------ Cloud Storage
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """gcp-storage-emulator in this process, with a bucket `runs`, reached through STORAGE_EMULATOR_HOST."""
+    from gcp_storage_emulator import server as emulator
+    server = emulator.create_server("127.0.0.1", 0, in_memory=True, default_bucket="runs")
+    server.start()
+    host, port = server._api._httpd.server_address
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{host}:{port}")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
+    from google.cloud import storage
+    from trainer import predict
+    monkeypatch.setattr(predict, "_client", None)
+    yield storage.Client().bucket("runs")
+    server.stop()
+
+
+def test_cloud_storage_model_inputs_and_output(folder, bucket, tmp_path):
+    from google.cloud import storage
+    from trainer import predict
+    run = exported_model()
+    for root, _, files in os.walk(run):
+        for name in files:
+            relative = os.path.relpath(os.path.join(root, name), run)
+            bucket.blob(f"cnn/{relative}").upload_from_filename(os.path.join(root, name))
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            bucket.blob(f"shop/{path.relative_to(folder)}").upload_from_filename(str(path))
+    local = tmp_path / "local.jsonl"
+    run_predict([folder], local)
+
+    summary = predict.predict("gs://runs/cnn", ["gs://runs/shop"], "gs://runs/predictions/out.jsonl",
+                              progress=Quiet())
+    remote = [json.loads(line) for line in bucket.blob("predictions/out.jsonl").download_as_text().splitlines()]
+    strip = [{k: v for k, v in line.items() if k != "name"} for line in remote]
+    assert strip == [{k: v for k, v in line.items() if k != "name"} for line in read_lines(local)]
+    assert remote[0]["name"] == "gs://runs/shop/00.png"
+    assert (summary.read, summary.predicted) == (16, 12)
+    assert not [b.name for b in storage.Client().list_blobs("runs", prefix="predictions/") if "write-test" in b.name]
+
+    predict.predict("gs://runs/cnn/saved_model", ["gs://runs/shop/sub/*.png"], str(tmp_path / "glob.jsonl"),
+                    progress=Quiet())
+    assert [line["name"] for line in read_lines(tmp_path / "glob.jsonl")] == [
+        f"gs://runs/shop/sub/{name}" for name in ("10.png", "bomb.png", "empty.png", "not-an-image.png",
+                                                  "truncated.png")]
+    from trainer.errors import UserError
+    with pytest.raises(UserError, match="bucket gs://nobucket does not exist"):
+        predict.predict("gs://runs/cnn", ["gs://runs/shop"], "gs://nobucket/out.jsonl", progress=Quiet())
+    with pytest.raises(UserError, match="no such object or prefix"):
+        predict.predict("gs://runs/cnn", ["gs://runs/nothing-here"], str(tmp_path / "x.jsonl"), progress=Quiet())
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def command(*args, env=None):
+    environment = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "trainer.predict", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=environment)
+
+
+@pytest.mark.e2e
+def test_command_line_predicts_and_summarizes(folder, tmp_path):
+    output = tmp_path / "out.jsonl"
+    result = command(f"--model_dir={exported_model()}", f"--input={folder}", f"--output={output}",
+                     "--batch_size=5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("fmnist-predict: 16 read, 12 predicted, 4 refused in ")
+    assert "images/s); predictions in" in result.stdout
+    assert "Traceback" not in result.stderr and "oneDNN" not in result.stderr
+    assert len(read_lines(output)) == 16
+
+
+@pytest.mark.e2e
+def test_command_line_exit_statuses(folder, tmp_path):
+    bad_flag = command(f"--model_dir={exported_model()}", f"--input={folder}", "--output=x.jsonl", "--batch_size=0")
+    assert bad_flag.returncode == 2
+    assert bad_flag.stderr.strip().splitlines()[-1].startswith("fmnist-predict: error: ")
+    assert "--batch_size must be from 1 to 8192" in bad_flag.stderr and "Traceback" not in bad_flag.stderr
+    missing = command(f"--input={folder}", "--output=x.jsonl")
+    assert missing.returncode == 2 and "--model_dir" in missing.stderr
+
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    (refused / "a.png").write_bytes(b"")
+    (refused / "b.png").write_bytes(b"not a png")
+    output = tmp_path / "out.jsonl"
+    nothing = command(f"--model_dir={exported_model()}", f"--input={refused}", f"--output={output}")
+    assert nothing.returncode == 2
+    assert "nothing could be predicted" in nothing.stderr and "Traceback" not in nothing.stderr
+    assert [line["error"] for line in read_lines(output)] == [
+        "empty file", "not an image this model reads (PNG, JPEG, GIF, BMP or WebP)"]
