@@ -139,7 +139,7 @@ def luminance(rgb):
 
 def over_white(rgba):
     """uint8 [H, W, 4] -> float32 RGB [H, W, 3] in 0-255, transparency composited over white."""
-    rgba = tf.cast(rgba, tf.float32)
+    rgba = tf.cast(rgba, tf.float32)  # uint8, or float in 0-255
     alpha = rgba[..., 3:] / 255.0
     return rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
 
@@ -161,7 +161,7 @@ def to_fashion_mnist(rgba, resize_method=None, sharpen=None):
 
     `resize_method` and `sharpen` (amount) override the defaults, for bench/photos.py's comparison.
     """
-    rgb = over_white(rgba)
+    rgb = over_white(_limit_size(rgba))  # area-reduced from uint8: no full-size float copy of a big photo
     gray = luminance(rgb)
     # Both, then the right one (a branch would cost more tracing time than converting a 28x28 image costs).
     as_is = _to_uint8(tf.image.resize_with_crop_or_pad(gray[..., None], SIZE, SIZE)[..., 0])
@@ -171,7 +171,6 @@ def to_fashion_mnist(rgba, resize_method=None, sharpen=None):
 
 def convert(rgb, resize_method=RESIZE_METHOD, sharpen=SHARPEN_AMOUNT):
     """Fashion-MNIST's conversion of a photo (float RGB [H, W, 3], 0-255) -> uint8 [28, 28]."""
-    rgb = _limit_size(rgb)
     height, width = tf.shape(rgb)[0], tf.shape(rgb)[1]
 
     # 1. Trim: the bounding box of the pixels that differ from every corner's colour by more than FUZZ.
@@ -212,11 +211,12 @@ def convert(rgb, resize_method=RESIZE_METHOD, sharpen=SHARPEN_AMOUNT):
     return _to_uint8(tf.ensure_shape(canvas, [SIZE, SIZE]))
 
 
-def _limit_size(rgb):
-    size = tf.shape(rgb)[:2]
+def _limit_size(image):
+    """At most MAX_SIDE pixels on a side (area interpolation), as float32; smaller images are copied exactly."""
+    size = tf.shape(image)[:2]
     scale = tf.minimum(1.0, MAX_SIDE / tf.cast(tf.reduce_max(size), tf.float32))
     target = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32))
-    return tf.image.resize(rgb, target, method="area")  # the same size: an exact copy
+    return tf.image.resize(image, target, method="area")  # the same size: an exact copy
 
 
 def _blur(gray):
@@ -240,7 +240,8 @@ def from_bytes(contents, max_pixels=MAX_PIXELS):
 
 def batch_from_bytes(contents, max_pixels=MAX_PIXELS):
     """Encoded images [N] -> uint8 [N, 28, 28], one image at a time (each may have its own size)."""
-    return tf.map_fn(lambda c: from_bytes(c, max_pixels), contents,
+    # At most 4 images decoded at once: the memory of a batch of large photos stays bounded.
+    return tf.map_fn(lambda c: from_bytes(c, max_pixels), contents, parallel_iterations=4,
                      fn_output_signature=tf.TensorSpec([SIZE, SIZE], tf.uint8))
 
 
