@@ -9,7 +9,8 @@
 #   1. apt-get install podman, runc, mmdebstrap, netavark (+ aardvark-dns, iptables, uidmap, slirp4netns,
 #      fuse-overlayfs, catatonit), with one `apt-get update`, if podman, runc or mmdebstrap is missing.
 #   2. /etc/containers/containers.conf.d/50-fmnist-image-test.conf: the runc runtime (crun fails on cgroup v1
-#      hosts like this one) and `default_ulimits = []` (else "error setting rlimit ... operation not permitted").
+#      hosts like this one), `default_ulimits = []` (else "error setting rlimit ... operation not permitted") and
+#      the netavark network backend.
 #   3. The Dockerfile's base images: when `tensorflow/tensorflow:<pin>` and `...-gpu` are not present and cannot
 #      be pulled (no container registry is reachable here), a stand-in made with mmdebstrap: Debian bookworm with
 #      python3, python3-pip, python3-venv, passwd and ca-certificates, without Debian's EXTERNALLY-MANAGED marker,
@@ -46,7 +47,7 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends podman runc mmdebstrap netavark aardvark-dns iptables \
-    uidmap slirp4netns fuse-overlayfs catatonit ca-certificates > /dev/null
+    uidmap slirp4netns fuse-overlayfs catatonit > /dev/null
   say "packages installed in $(($(stamp) - t0)) s"
 fi
 
@@ -54,12 +55,15 @@ fi
 conf_dir=/etc/containers/containers.conf.d
 conf="$conf_dir/50-fmnist-image-test.conf"
 wanted='# Written by fmnist-trainer jobs/image_test.sh: runc (crun fails on this cgroup v1 host); no default ulimits
-# (setting them fails with "operation not permitted" in this kind of VM).
+# (setting them fails with "operation not permitted" in this kind of VM); netavark, not the CNI plugins (not installed).
 [containers]
 default_ulimits = []
 
 [engine]
-runtime = "runc"'
+runtime = "runc"
+
+[network]
+network_backend = "netavark"'
 if [[ "$(id -u)" == 0 && "$(cat "$conf" 2> /dev/null)" != "$wanted" ]]; then
   mkdir -p "$conf_dir"
   printf '%s\n' "$wanted" > "$conf"
