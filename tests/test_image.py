@@ -49,6 +49,9 @@ NETWORK, SUBNET = "fmnist-image-test", "10.213.71"
 # A short run: the seed recipe on 2,000 training examples, one epoch.
 SHORT = ["--model=mlp", "--recipe=seed", "--train_examples=2000", "--epochs=1"]
 RUN_ID = uuid.uuid4().hex[:8]
+# The workers' addresses on the test network: FIRST_HOST, FIRST_HOST + 1, ... (per session, so that two sessions
+# at once do not collide).
+FIRST_HOST = 10 + 2 * (int(RUN_ID, 16) % 100)
 
 
 def podman(*args, timeout=600, check=False):
@@ -150,7 +153,7 @@ def test_image_runs_the_trainer_as_a_non_root_user(image):
     assert env["HOME"] == "/home/trainer"
 
 
-def test_image_is_lean(image, prepared_data):
+def test_image_is_lean(image):
     script = ("import os, json, importlib.util as u\n"
               "files = sorted(os.path.join(d, f)[len('/opt/fmnist/'):] for d, _, fs in os.walk('/opt/fmnist') "
               "for f in fs)\n"
@@ -237,13 +240,13 @@ def test_two_workers_train_together_and_only_the_chief_publishes(image, prepared
     # Each worker's DNS name (<job>-<index>.<service>) points at its own address on the test network.
     add_hosts = []
     for index, host in enumerate(hosts):
-        add_hosts += ["--add-host", f"{host.rpartition(':')[0]}:{SUBNET}.{10 + index}"]
+        add_hosts += ["--add-host", f"{host.rpartition(':')[0]}:{SUBNET}.{FIRST_HOST + index}"]
     names = [f"worker-{index}" for index in range(count)]
     try:
         for index, name in enumerate(names):
             opts = hardened(name, network=NETWORK, mounts=[*data_mounts(), (out, "/out", "rw")],
                             env={**env, "JOB_COMPLETION_INDEX": index}, entrypoint=command, detach=True)
-            podman(*opts, "--ip", f"{SUBNET}.{10 + index}", *add_hosts, image,
+            podman(*opts, "--ip", f"{SUBNET}.{FIRST_HOST + index}", *add_hosts, image,
                    *SHORT, "--data_dir=/data/tfds", "--output_dir=/out/mw", check=True)
         statuses = [podman("wait", f"fmnist-it-{RUN_ID}-{name}", timeout=900).stdout.strip() for name in names]
         outputs = [logs(f"fmnist-it-{RUN_ID}-{name}") for name in names]
