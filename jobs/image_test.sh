@@ -4,6 +4,8 @@
 #
 #   jobs/image_test.sh                 # set up (once), then pytest -m image tests/test_image.py
 #   jobs/image_test.sh -k resume       # extra arguments go to pytest
+#   jobs/image_test.sh --setup-only    # steps 1-3 only (tests/test_image.py calls this when podman or the base
+#                                      # images are missing, so that `make test` sets up a fresh machine too)
 #
 # Steps, each skipped when already done (so the second run only builds what changed and runs the tests):
 #   1. apt-get install podman, runc, mmdebstrap, netavark (+ aardvark-dns, iptables, uidmap, slirp4netns,
@@ -11,11 +13,11 @@
 #   2. /etc/containers/containers.conf.d/50-fmnist-image-test.conf: the runc runtime (crun fails on cgroup v1
 #      hosts like this one), `default_ulimits = []` (else "error setting rlimit ... operation not permitted") and
 #      the netavark network backend.
-#   3. The Dockerfile's base images: when `tensorflow/tensorflow:<pin>` and `...-gpu` are not present and cannot
+#   3. The Dockerfile's base images: when `tensorflow/tensorflow:<pin>` or `...-gpu` is not present and cannot
 #      be pulled (no container registry is reachable here), a stand-in made with mmdebstrap: Debian bookworm with
 #      python3, python3-pip, python3-venv, passwd and ca-certificates, without Debian's EXTERNALLY-MANAGED marker,
-#      imported once and tagged with both FROM names (labelled fmnist.standin=<recipe hash>; rebuilt only when the
-#      recipe below changes). A real base already present is never replaced.
+#      imported once and tagged with the missing FROM names (labelled fmnist.standin=<recipe hash>; rebuilt only
+#      when the recipe below changes). A real base already present is never replaced.
 #   4. pytest: a session fixture runs `podman build --pull=never --target cpu` (podman's layer cache makes it a
 #      no-op when nothing changed) and `--target gpu`, then the tests run containers.
 #
@@ -28,6 +30,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python="${PYTHON:-$root/.venv/bin/python}"
+setup_only=0
+if [[ "${1-}" == --setup-only ]]; then
+  setup_only=1
+  shift
+fi
 
 say() { printf 'image-test: %s\n' "$*" >&2; }
 stamp() { date +%s; }
@@ -86,46 +93,61 @@ standin_of() {  # the fmnist.standin label of an image ("" when absent or not a 
   podman image inspect --format '{{ index .Labels "fmnist.standin" }}' "$1" 2> /dev/null || true
 }
 
-need_standin=0
+is_standin() {  # 0 when the image is one of our stand-ins (of any recipe)
+  local label
+  label="$(standin_of "$1")"
+  [[ -n "$label" && "$label" != "<no value>" ]]
+}
+
+missing=()   # base names that need the stand-in: absent and not pullable, or an outdated stand-in
+current=""   # an up-to-date stand-in already here
 for base in "${bases[@]}"; do
   if podman image exists "$base"; then
-    label="$(standin_of "$base")"
-    if [[ -n "$label" && "$label" != "<no value>" && "$label" != "$recipe_hash" ]]; then
-      need_standin=1   # an outdated stand-in
+    if [[ "$(standin_of "$base")" == "$recipe_hash" ]]; then
+      current="$(podman image inspect --format '{{.Id}}' "$base")"
+    elif is_standin "$base"; then
+      missing+=("$base")
     fi
+  elif podman pull --quiet "docker.io/$base" > /dev/null 2>&1; then
+    say "pulled the real base $base"
   else
-    need_standin=1
+    missing+=("$base")
   fi
 done
-if ((need_standin)); then
+if ((${#missing[@]})); then
   if [[ "${STANDIN:-1}" == 0 ]]; then
-    say "the base images ${bases[*]} are missing and STANDIN=0"
+    say "the base images ${missing[*]} are missing, cannot be pulled, and STANDIN=0"
     exit 1
   fi
   t1=$(stamp)
-  say "building the stand-in base (Debian bookworm + $packages) with mmdebstrap"
-  tarball="$(mktemp --suffix=.tar)"
-  trap 'rm -f "$tarball"' EXIT
-  # shellcheck disable=SC2016  # "$1" (the new root) is expanded by mmdebstrap's hook shell, not here
-  mmdebstrap --quiet --variant=apt --include="$packages" \
-    --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-    bookworm "$tarball" > /dev/null
-  image_id="$(podman import --quiet \
-    --change 'CMD ["python3"]' --change "LABEL fmnist.standin=$recipe_hash" \
-    --message "fmnist-trainer stand-in for ${bases[*]}: $recipe" "$tarball")"
-  rm -f "$tarball"
-  for base in "${bases[@]}"; do
-    if podman image exists "$base" && [[ -z "$(standin_of "$base")" || "$(standin_of "$base")" == "<no value>" ]]; then
-      continue   # a real base image: keep it
-    fi
+  if [[ -n "$current" ]]; then
+    image_id="$current"
+  else
+    say "no registry: building a stand-in base (Debian bookworm + $packages) with mmdebstrap"
+    tarball="$(mktemp --suffix=.tar)"
+    trap 'rm -f "$tarball"' EXIT
+    # shellcheck disable=SC2016  # "$1" (the new root) is expanded by mmdebstrap's hook shell, not here
+    mmdebstrap --quiet --variant=apt --include="$packages" \
+      --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
+      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+      bookworm "$tarball" > /dev/null
+    image_id="$(podman import --quiet \
+      --change 'CMD ["python3"]' --change "LABEL fmnist.standin=$recipe_hash" \
+      --message "fmnist-trainer stand-in for ${bases[*]}: $recipe" "$tarball")"
+    rm -f "$tarball"
+  fi
+  image_id="${image_id#sha256:}"
+  for base in "${missing[@]}"; do
     podman tag "$image_id" "docker.io/$base"   # the name the FROM line's short name stands for
   done
-  image_id="${image_id#sha256:}"
-  say "stand-in ${image_id:0:12} tagged ${bases[*]} in $(($(stamp) - t1)) s"
+  say "stand-in ${image_id:0:12} tagged ${missing[*]} in $(($(stamp) - t1)) s"
 fi
 
 # ------------------------------------------------------------------------------------------ 4. the tests
+if ((setup_only)); then
+  say "setup done in $(($(stamp) - t0)) s"
+  exit 0
+fi
 if [[ ! -x "$python" ]]; then
   say "$python is missing: run make setup first (or set PYTHON)"
   exit 1

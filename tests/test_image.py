@@ -16,8 +16,9 @@ for the outputs. The tests:
   container with the same flags that resumes the run and finishes it;
 - `python -m trainer.compare RUN_DIR --no-report` inside the image (which has no matplotlib).
 
-Skipped, with one line, only where podman cannot run (not installed, or `podman info` fails). jobs/image_test.sh
-installs podman on a fresh Debian machine and, where no registry is reachable, builds a stand-in for the base.
+Skipped, with one line, only where podman cannot run: not installed and not installable (jobs/image_test.sh
+--setup-only installs it with apt as root, and builds a stand-in base where no registry is reachable), or
+`podman info` fails.
 """
 
 import json
@@ -61,11 +62,25 @@ def podman(*args, timeout=600, check=False):
     return result
 
 
+def base_images():
+    tf_version = re.search(r"^tensorflow==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    return [f"tensorflow/tensorflow:{tf_version}", f"tensorflow/tensorflow:{tf_version}-gpu"]
+
+
 @pytest.fixture(scope="session")
 def engine():
-    """podman, if it can run containers here; else the session's image tests skip with one line."""
-    if not shutil.which("podman"):
-        pytest.skip("podman is not installed (`make image-test` installs it with apt and builds the image)")
+    """podman, if it can run containers here; else the session's image tests skip with one line.
+
+    Where podman or the base images are missing, `jobs/image_test.sh --setup-only` first installs podman (apt, as
+    root) and builds the stand-in base, as `make image-test` does: `make test` on a fresh machine runs these too.
+    """
+    if not shutil.which("podman") or any(podman("image", "exists", base).returncode for base in base_images()):
+        setup = subprocess.run([ROOT / "jobs" / "image_test.sh", "--setup-only"], capture_output=True, text=True,
+                               timeout=1800)
+        last = (setup.stderr.strip().splitlines() or ["no output"])[-1]
+        if not shutil.which("podman"):
+            pytest.skip(f"podman is not installed and jobs/image_test.sh could not install it: {last[:200]}")
+        assert setup.returncode == 0 or "podman cannot run here" in setup.stderr, setup.stderr[-3000:]
     info = podman("info", "--format", "{{.Host.OCIRuntime.Name}}", timeout=60)
     if info.returncode != 0:
         reason = (info.stderr.strip().splitlines() or ["no output"])[-1]
@@ -75,8 +90,7 @@ def engine():
 
 def build(target, tag):
     """`podman build --target TARGET` of the repository; the host's CA bundle is mounted for pip, never copied."""
-    tf_version = re.search(r"^tensorflow==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
-    base = f"tensorflow/tensorflow:{tf_version}" + ("-gpu" if target == "gpu" else "")
+    base = base_images()[target == "gpu"]
     pull = "never" if podman("image", "exists", base).returncode == 0 else "missing"
     cmd = ["build", f"--pull={pull}", "--target", target, "--tag", tag]
     if CA_BUNDLE.exists():
