@@ -151,24 +151,33 @@ def test_serving_bytes_refuses_what_is_not_an_image():
         serve_bytes(image_bytes=np.array([encode(images[0]), b"hello"], dtype=object))
 
 
-def test_re_export_for_vertex_makes_bytes_the_default_even_for_an_old_export(tmp_path):
-    """`python -m trainer.export`'s copy for Vertex AI: serving_default takes image_bytes, serving_images keeps the
-    arrays. The source here is a SavedModel from before serving_bytes (only a uint8 [N, 28, 28] default)."""
+@functools.lru_cache(maxsize=None)
+def vertex_copy():
+    """`python -m trainer.export`'s copy for Vertex AI (serving_default takes image_bytes), made from a SavedModel
+    of the kind exported before serving_bytes existed (only a uint8 [N, 28, 28] default); built once."""
     import tensorflow as tf
     from trainer import export
-    _, serve, _ = signatures()
-    images, _ = sample_images()
+    loaded, serve, _ = signatures()
     old = tf.Module()
-    old.inner = signatures()[0]
+    old.inner = loaded
 
     @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])
     def legacy(images):
         return dict(serve(images=images))
 
     old.legacy = legacy
-    tf.saved_model.save(old, str(tmp_path / "old"), signatures={"serving_default": legacy})
-    target = export.with_default_signature(str(tmp_path / "old"), str(tmp_path / "vertex"), "serving_bytes")
-    loaded = tf.saved_model.load(target)
+    folder = tempfile.mkdtemp(prefix="fmnist-test-vertex-")
+    tf.saved_model.save(old, os.path.join(folder, "old"), signatures={"serving_default": legacy})
+    return export.with_default_signature(os.path.join(folder, "old"), os.path.join(folder, "vertex"))
+
+
+def test_re_export_for_vertex_makes_bytes_the_default_even_for_an_old_export():
+    """serving_default takes image_bytes, serving_images keeps the arrays, and the old export's reshape bug is
+    gone in the copy."""
+    import tensorflow as tf
+    _, serve, _ = signatures()
+    images, _ = sample_images()
+    loaded = tf.saved_model.load(vertex_copy())
     assert set(loaded.signatures) == {"serving_default", "serving_bytes", "serving_images"}
     default = loaded.signatures["serving_default"]
     assert list(default.structured_input_signature[1]) == ["image_bytes"]
@@ -176,5 +185,5 @@ def test_re_export_for_vertex_makes_bytes_the_default_even_for_an_old_export(tmp
     expected = probabilities(serve, images=images[:8])
     np.testing.assert_array_equal(probabilities(default, image_bytes=pngs), expected)
     np.testing.assert_array_equal(probabilities(loaded.signatures["serving_images"], images=images[:8]), expected)
-    rgb = np.repeat(images[:2, ..., None], 3, -1)  # the old export's reshape bug is gone in the copy
+    rgb = np.repeat(images[:2, ..., None], 3, -1)
     assert loaded.signatures["serving_images"](images=tf.constant(rgb))["class_id"].shape == (2,)

@@ -245,21 +245,17 @@ def test_command_line_predicts_and_summarizes(folder, tmp_path):
 
 
 @pytest.mark.e2e
-def test_command_line_exit_statuses(folder, tmp_path):
-    bad_flag = command(f"--model_dir={exported_model()}", f"--input={folder}", "--output=x.jsonl", "--batch_size=0")
+def test_a_bad_flag_exits_2_with_one_line_before_tensorflow_loads():
+    bad_flag = command(f"--model_dir={exported_model()}", "--input=x", "--output=x.jsonl", "--batch_size=0")
     assert bad_flag.returncode == 2
-    assert bad_flag.stderr.strip().splitlines()[-1].startswith("fmnist-predict: error: ")
-    assert "--batch_size must be from 1 to 8192" in bad_flag.stderr and "Traceback" not in bad_flag.stderr
-    missing = command(f"--input={folder}", "--output=x.jsonl")
-    assert missing.returncode == 2 and "--model_dir" in missing.stderr
+    assert bad_flag.stderr.strip().splitlines() == [
+        "fmnist-predict: error: flag --batch_size=0: --batch_size must be from 1 to 8192, e.g. --batch_size=256."]
 
-    refused = tmp_path / "refused"
-    refused.mkdir()
-    (refused / "a.png").write_bytes(b"")
-    (refused / "b.png").write_bytes(b"not a png")
-    output = tmp_path / "out.jsonl"
-    nothing = command(f"--model_dir={exported_model()}", f"--input={refused}", f"--output={output}")
-    assert nothing.returncode == 2
-    assert "nothing could be predicted" in nothing.stderr and "Traceback" not in nothing.stderr
-    assert [line["error"] for line in read_lines(output)] == [
-        "empty file", "not an image this model reads (PNG, JPEG, GIF, BMP or WebP)"]
+
+def test_exit_status_follows_the_contract():
+    from trainer import predict
+    assert predict.outcome(predict.Summary(read=3, predicted=1, refused=2), "o") == (0, None)
+    status, message = predict.outcome(predict.Summary(read=2, predicted=0, refused=2), "o.jsonl")
+    assert status == 2 and "nothing could be predicted" in message and "o.jsonl" in message
+    assert predict.outcome(predict.Summary(read=2, predicted=0, refused=2, transient=2), "o")[0] == 75
+    assert predict.outcome(predict.Summary(read=2, predicted=1, refused=1, transient=1), "o")[0] == 75

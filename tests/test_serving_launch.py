@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from test_export import encode, exported_model, sample_images, signatures
+from test_export import encode, sample_images, signatures, vertex_copy
 
 LINT_VENV = pathlib.Path(os.environ.get("FMNIST_LINT_VENV") or ROOT / "build" / "lint-venv")
 MAIN_BIN = pathlib.Path(sys.executable).parent
@@ -357,9 +357,8 @@ def tf_serving_rest_inputs(body, signature):
             for name, spec in specs.items()}
 
 
-def test_a_tf_serving_rest_body_gets_the_signatures_predictions(tmp_path):
+def test_a_tf_serving_rest_body_gets_the_signatures_predictions():
     import tensorflow as tf
-    from trainer import export
     _, serve, serve_bytes = signatures()
     images, _ = sample_images()
     pngs = [encode(image) for image in images[:8]]
@@ -372,8 +371,7 @@ def test_a_tf_serving_rest_body_gets_the_signatures_predictions(tmp_path):
     np.testing.assert_array_equal(got["class_id"].numpy(), serve(images=images[:8])["class_id"].numpy())
 
     # Vertex AI's requests go to serving_default: the copy whose default takes image_bytes, with bare b64 rows.
-    vertex = tf.saved_model.load(export.with_default_signature(os.path.join(exported_model(), "saved_model"),
-                                                               str(tmp_path / "vertex")))
+    vertex = tf.saved_model.load(vertex_copy())
     default = vertex.signatures["serving_default"]
     bare = {"instances": [{"b64": base64.b64encode(png).decode()} for png in pngs]}
     np.testing.assert_array_equal(default(**tf_serving_rest_inputs(bare, default))["probabilities"].numpy(),
