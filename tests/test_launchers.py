@@ -1309,3 +1309,35 @@ def test_submit_vertex_through_the_real_gcloud(tmp_path, schema, hptuning_schema
                    "--display-name=x", f"--config={misspelt}"], env=env)
     assert refused.returncode != 0 and "maxTrialsCount" in refused.stderr, refused.stderr
     assert len(received) == len(names)
+
+
+# ---- a tuning trial, as each engine starts it -------------------------------------------------------------------
+
+KATIB_METRIC_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"  # its StdOut collector's default
+
+
+@pytest.mark.e2e
+def test_a_tuning_trial_reports_the_validation_accuracy_each_engine_reads(rendered, prepared_data, tmp_path):
+    from conftest import assert_ok, data_flags, read_metrics, run_trainer
+    small = ["--train_examples=1000", "--epochs=1", "--batch_size=64", *data_flags()]  # the last value of a flag wins
+
+    # Vertex AI: the trial's args with its parameters appended; AIP_MODEL_DIR and the hypertune file in the env.
+    metric_file = tmp_path / "hypertune" / "output.metrics"
+    vertex_args = vertex_trials(yaml.safe_load(HPTUNING_SPEC.read_text()))[0]
+    result = run_trainer(*vertex_args, *small, env={"AIP_MODEL_DIR": str(tmp_path / "vertex"),
+                                                    "CLOUD_ML_TRIAL_ID": "7",
+                                                    "CLOUD_ML_HP_METRIC_FILE": str(metric_file)})
+    assert_ok(result)
+    reported = json.loads(metric_file.read_text().splitlines()[-1])
+    assert reported["trial"] == "7"
+    assert float(reported["val_accuracy"]) == read_metrics(tmp_path / "vertex")["validation_accuracy"]
+
+    # Katib: the trial's container args with the parameters substituted; the collector parses stdout.
+    katib_args = [arg.replace("$(OUTPUT_DIR)", str(tmp_path / "katib"))
+                  for arg in katib_trials(find(rendered["katib"][1], "Experiment"))[0]]
+    result = run_trainer(*katib_args, *small)
+    assert_ok(result)
+    values = [float(match.group(2)) for line in result.stdout.splitlines()
+              for match in re.finditer(KATIB_METRIC_FILTER, line) if match.group(1) == "val_accuracy"]
+    trial_dir = tmp_path / "katib" / "fmnist-tuning-abc123"
+    assert values and values[-1] == read_metrics(trial_dir)["validation_accuracy"]

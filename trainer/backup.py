@@ -1,29 +1,54 @@
-"""The preemption backup: Keras's `BackupAndRestore` state plus the per-epoch history, kept in --checkpoint_dir.
+"""The preemption backup: Keras's `BackupAndRestore` state plus the per-epoch history, in --checkpoint_dir.
 
-A rerun of the same command finds them and resumes; a finished run deletes them.
+What a cluster does to a job, and what this module makes of it:
+- Killed (SIGKILL, node lost): a rerun of the same command restores the newest backup and resumes there.
+- Stopped politely (SIGTERM, SIGINT; Kubernetes eviction, spot reclaim, Vertex AI): the step in progress ends, the
+  training state of that step is saved, and the process exits with the contract's "retry me" status.
+- A damaged backup (files lost or truncated, an index naming a missing checkpoint, an unreadable history): the
+  rerun resumes from the newest intact checkpoint, or starts over, with one WARNING that says why.
+- Two instances of the same job at once (a duplicate pod, a rerun while the old process still finishes): a lease
+  in the backup folder turns the second away while the first is alive; a dead instance's lease expires.
+- After the result is published (never before), the backup is discarded behind a tombstone, so that a clean-up
+  cut short is finished by the next run instead of being trusted.
 """
 
 import json
 import os
+import signal
+import socket
+import threading
 import time
+import uuid
 
 import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from trainer.errors import UserError
+from trainer import signals
+from trainer.errors import RETRY, RetryableError, UserError
 
 HISTORY_FILE = "history.json"
+TOMBSTONE = "DISCARDING"     # written before a finished run's backup is deleted: what is left is not to be trusted
+CHECKPOINTS = "chief"        # the folder Keras's BackupAndRestore keeps its checkpoints in
+LEASE_SECONDS = 30.0         # a lease not renewed for this long belongs to a dead instance
+LEASE_RENEW_SECONDS = 10.0
+
+
+class Stopped(RetryableError):
+    """SIGTERM or SIGINT ended the run; a rerun of the same command resumes from the backup."""
 
 
 def check_location(path):
     """The backup is written through TensorFlow's file systems: prove they can write there before training."""
+    existed = tf.io.gfile.exists(path)
     probe = f"{path.rstrip('/')}/.write-test-{os.getpid()}"
     try:
         tf.io.gfile.makedirs(path)
         with tf.io.gfile.GFile(probe, "w") as f:
             f.write("")
         tf.io.gfile.remove(probe)
+        if not existed and not tf.io.gfile.listdir(path):
+            tf.io.gfile.rmtree(path)  # a run that stops before its first backup leaves no empty folder behind
     except (tf.errors.OpError, OSError) as error:
         hint = (" TensorFlow's gs:// ignores STORAGE_EMULATOR_HOST: with an emulator, pass a local --checkpoint_dir."
                 if path.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST") else "")
@@ -31,35 +56,204 @@ def check_location(path):
                         f"({type(error).__name__}); choose a writable folder or gs:// prefix.{hint}") from None
 
 
-def callbacks(checkpoint_dir, chief):
-    """Keras's backup of the training state, and the history that goes with it."""
-    history = EpochHistory(os.path.join(checkpoint_dir, HISTORY_FILE), write=chief)
-    return [tf_keras.callbacks.BackupAndRestore(backup_dir=checkpoint_dir), history], history
+# ---- restoring ---------------------------------------------------------------------------------------------------
+
+def prepare_restore(checkpoint_dir):
+    """Leaves in `checkpoint_dir` only a backup that restores: the newest intact checkpoint, or none.
+
+    Every worker runs this on the same shared folder and reaches the same verdict; its changes are idempotent.
+    """
+    checkpoints = f"{checkpoint_dir.rstrip('/')}/{CHECKPOINTS}"
+    if tf.io.gfile.exists(f"{checkpoint_dir.rstrip('/')}/{TOMBSTONE}"):
+        logging.warning("The backup in %s belongs to a run that finished (its clean-up was cut short): "
+                        "discarding it and starting over.", checkpoint_dir)
+        discard(checkpoint_dir)
+        return
+    if not tf.io.gfile.isdir(checkpoints):
+        return
+    try:
+        state = tf.train.get_checkpoint_state(checkpoints)
+        listed = list(state.all_model_checkpoint_paths) if state else []
+    except Exception as error:  # a damaged state file: a text proto that no longer parses
+        listed, state = [], None
+        logging.debug("unreadable checkpoint state in %s: %s", checkpoints, error)
+    on_disk = sorted({name.split(".")[0] for name in tf.io.gfile.listdir(checkpoints) if name.startswith("ckpt-")},
+                     key=lambda name: int(name.split("-")[1]) if name.split("-")[1].isdigit() else -1)
+    candidates = list(dict.fromkeys([*reversed(listed), *(f"{checkpoints}/{n}" for n in reversed(on_disk))]))
+    if not candidates:
+        return
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if state is None or path != state.model_checkpoint_path:
+                logging.warning("The newest backup in %s cannot be restored (%s): resuming from %s instead.",
+                                checkpoints, checkpoint_problem(candidates[0]) or "its index is damaged",
+                                os.path.basename(path))
+                tf.compat.v1.train.update_checkpoint_state(checkpoints, path, all_model_checkpoint_paths=[path])
+            return
+    logging.warning("The backup in %s cannot be restored (%s): starting over from epoch 1.", checkpoints,
+                    checkpoint_problem(candidates[0]))
+    _remove(checkpoints)
+    _remove(f"{checkpoint_dir.rstrip('/')}/{HISTORY_FILE}")
+
+
+def checkpoint_problem(path):
+    """None when every tensor of the checkpoint at `path` reads back, else what is wrong with it."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+        return None
+    except Exception as error:  # NotFound, DataLoss, OutOfRange...: every way a checkpoint can be damaged
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+
+
+def discard(checkpoint_dir):
+    """Deletes a finished run's backup: the tombstone first, so that a deletion cut short is never trusted."""
+    directory = checkpoint_dir.rstrip("/")
+    if not tf.io.gfile.isdir(directory):
+        return
+    with tf.io.gfile.GFile(f"{directory}/{TOMBSTONE}", "w") as f:
+        f.write("this backup belongs to a finished run\n")
+    for name in tf.io.gfile.listdir(directory):
+        name = name.rstrip("/")
+        if name not in (TOMBSTONE,) and not name.startswith(".lease"):
+            _remove(f"{directory}/{name}")
+    _remove(f"{directory}/{TOMBSTONE}")
+    if not tf.io.gfile.listdir(directory):
+        _remove(directory)
+
+
+def _remove(path):
+    try:
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        elif tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError:
+        pass
+
+
+# ---- the callbacks -----------------------------------------------------------------------------------------------
+
+def callbacks(checkpoint_dir, chief, backup_every_steps, steps_per_epoch, steps_per_execution, multi_worker):
+    """Keras's backup of the training state (saving on SIGTERM/SIGINT too), and the history that goes with it."""
+    history = EpochHistory(os.path.join(checkpoint_dir, HISTORY_FILE), write=chief,
+                           steps_per_epoch=steps_per_epoch)
+    backup = Backup(checkpoint_dir, every_steps=backup_every_steps or steps_per_epoch,
+                    steps_per_execution=steps_per_execution, multi_worker=multi_worker)
+    return [backup, history], history
+
+
+class Backup(tf_keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` every N steps (by default once per epoch, at its last step) that also saves the step in
+    progress when SIGTERM or SIGINT arrives, then stops the run.
+
+    It always saves at step granularity (Keras resumes mid-epoch then), records the last step an execution ran
+    (Keras records the first), and keeps the backup after `fit` (the run discards it once the result is published).
+    Under many workers a save is a collective: a signal to one worker cannot be saved by it alone, so that worker
+    stops at once and the others follow when they lose it; on Google Cloud, tf-keras's `save_before_preemption`
+    coordinates a save on all workers instead (docs/distributed.md).
+    """
+
+    def __init__(self, backup_dir, every_steps, steps_per_execution, multi_worker):
+        # Keras counts callbacks, one per execution of `steps_per_execution` steps.
+        super().__init__(backup_dir, save_freq=max(1, round(every_steps / steps_per_execution)),
+                         delete_checkpoint=False, save_before_preemption=multi_worker)
+        self.multi_worker = multi_worker
+        self._previous_handlers = {}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        handler = getattr(self.model, "_preemption_handler", None)
+        if handler is not None:  # tf-keras enabled save_before_preemption (on Google Cloud): exit as "retry me"
+            handler._exit_fn = lambda: os._exit(RETRY)
+        if not signals.watching():  # called in-process (tests): plain handlers in the main thread
+            for signum in signals.SIGNALS:
+                self._previous_handlers[signum] = signal.signal(signum, lambda s, _: signals.handle(s))
+        signals.training(True)
+
+    def on_train_end(self, logs=None):
+        self._end()
+        super().on_train_end(logs)
+
+    def _end(self):
+        signals.training(False)
+        for signum, previous in self._previous_handlers.items():
+            signal.signal(signum, previous)
+        self._previous_handlers = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        if signals.requested is not None:
+            self._stop(batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if signals.requested is not None:
+            self._stop(None)
+
+    def _backup(self, epoch, batch=0):
+        self._training_state._ckpt_saved_batch.assign(batch)
+        super()._backup(epoch, batch)
+
+    def _stop(self, batch):
+        name = signal.Signals(signals.requested).name
+        if self.multi_worker:
+            self._end()
+            raise Stopped(f"stopped by {name}; a save needs every worker, so this one stopped without it: rerun "
+                          f"every worker to resume from the last backup in {self.backup_dir}.")
+        steps = self.params.get("steps") or 0
+        step = steps - 1 if batch is None else batch
+        self._backup(self._current_epoch, step)
+        self._end()
+        logging.info("Stopped by %s: saved the backup at epoch %d, step %d of %d in %s.", name,
+                     self._current_epoch + 1, step + 1, steps, self.backup_dir)
+        raise Stopped(f"stopped by {name} at epoch {self._current_epoch + 1}, step {step + 1} of {steps}; the "
+                      f"backup is saved in {self.backup_dir}: rerun the same command to resume.")
 
 
 class EpochHistory(tf_keras.callbacks.Callback):
     """Per-epoch loss, accuracy and time, kept beside the backup so a resumed run still has its whole history.
 
-    It also says, in the log, when a run resumes from a backup instead of starting afresh.
+    It also says, in the log, where a run resumes when it does not start afresh.
     """
 
-    def __init__(self, path, write):
+    def __init__(self, path, write, steps_per_epoch):
         super().__init__()
-        self.path, self.write = path, write
-        self.rows, self.resumed_from_epoch, self.epochs_this_run = [], 0, 0
-        self._first_epoch, self._epoch_started = True, 0.0
+        self.path, self.write, self.steps_per_epoch = path, write, steps_per_epoch
+        self.rows, self.resumed_from_epoch, self.resumed_from_step, self.epochs_this_run = [], 0, 0, 0
+        self._epoch_started = 0.0
+
+    def on_train_begin(self, logs=None):
+        # Runs after Backup.on_train_begin restored the training state: where Keras will continue.
+        state = getattr(self.model, "_training_state", None)
+        if state is None:
+            return
+        epoch, batch = int(state._ckpt_saved_epoch.numpy()), int(state._ckpt_saved_batch.numpy())
+        if epoch < 0 or batch < 0:
+            return
+        epoch, step = (epoch + 1, 0) if batch >= self.steps_per_epoch - 1 else (epoch, batch + 1)
+        if epoch > 0 or step > 0:
+            self.resumed_from_epoch, self.resumed_from_step = epoch, step
+            self.rows = self._read_rows(epoch)
+            logging.info("Resumed from the backup in %s: continuing at epoch %d, step %d of %d (%s).",
+                         os.path.dirname(self.path), epoch + 1, step + 1, self.steps_per_epoch,
+                         f"epochs 1-{epoch} were done" if epoch else "within the first epoch")
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch:
-            self._first_epoch = False
-            if epoch > 0:
-                self.resumed_from_epoch = epoch
-                if tf.io.gfile.exists(self.path):
-                    with tf.io.gfile.GFile(self.path) as f:
-                        self.rows = [row for row in json.load(f) if row["epoch"] <= epoch]
-                logging.info("Resumed from the backup in %s: epochs 1-%d were done, continuing at epoch %d.",
-                             os.path.dirname(self.path), epoch, epoch + 1)
         self._epoch_started = time.perf_counter()
+
+    def _read_rows(self, epochs_done):
+        try:
+            if not tf.io.gfile.exists(self.path):
+                return []
+            with tf.io.gfile.GFile(self.path) as f:
+                return [row for row in json.load(f) if row["epoch"] <= epochs_done]
+        except (ValueError, KeyError, TypeError, tf.errors.OpError) as error:
+            logging.warning("The history beside the backup (%s) is unreadable (%s): metrics.json will list only "
+                            "the epochs from here on.", self.path, type(error).__name__)
+            return []
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_started, 3)}
@@ -72,10 +266,81 @@ class EpochHistory(tf_keras.callbacks.Callback):
                 json.dump(self.rows, f)
             tf.io.gfile.rename(self.path + ".tmp", self.path, overwrite=True)
 
-    def delete(self):
-        """After success, like the backup itself: nothing is left to resume."""
-        if self.write and tf.io.gfile.exists(self.path):
-            tf.io.gfile.remove(self.path)
-        directory = os.path.dirname(self.path)
-        if self.write and tf.io.gfile.isdir(directory) and not tf.io.gfile.listdir(directory):
-            tf.io.gfile.rmtree(directory)
+
+# ---- one instance at a time ----------------------------------------------------------------------------------------
+
+class Lease:
+    """This instance's claim on the backup folder, renewed while it runs; see the module docstring.
+
+    `name` tells the tasks of one job apart (each worker holds its own). On the same host, a lease whose process
+    is gone is free at once; elsewhere it expires LEASE_SECONDS after its last renewal.
+    """
+
+    def __init__(self, checkpoint_dir, name):
+        self.path = f"{checkpoint_dir.rstrip('/')}/.lease-{name}"
+        self.record = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
+        self._stop = threading.Event()
+        self._thread = None
+
+    def acquire(self):
+        held = self._read()
+        if held and held.get("owner") != self.record["owner"] and self._alive(held):
+            raise RetryableError(
+                f"another instance of this job holds the backup in {os.path.dirname(self.path)} (host "
+                f"{held.get('host')}, pid {held.get('pid')}): a duplicate pod, or a rerun started before the old "
+                f"run ended. Retry once it has stopped; if it died, its lease expires by "
+                f"{time.strftime('%H:%M:%S UTC', time.gmtime(held.get('expires', 0)))}.")
+        self._write()
+        if (self._read() or {}).get("owner") != self.record["owner"]:  # another instance wrote at the same moment
+            raise RetryableError(f"another instance of this job claimed the backup in "
+                                 f"{os.path.dirname(self.path)} at the same moment: retry.")
+        self._thread = threading.Thread(target=self._renew, name="backup-lease", daemon=True)
+        self._thread.start()
+        signals.held_leases.append(self)
+        return self
+
+    def release(self):
+        self._stop.set()
+        if self in signals.held_leases:
+            signals.held_leases.remove(self)
+        try:
+            if (self._read() or {}).get("owner") == self.record["owner"]:
+                tf.io.gfile.remove(self.path)
+            directory = os.path.dirname(self.path)
+            if tf.io.gfile.isdir(directory) and not tf.io.gfile.listdir(directory):
+                tf.io.gfile.rmtree(directory)
+        except tf.errors.OpError:
+            pass
+
+    def _alive(self, held):
+        if held.get("host") == self.record["host"]:
+            try:
+                os.kill(int(held.get("pid")), 0)
+            except (ProcessLookupError, ValueError, TypeError):
+                return False
+            except PermissionError:
+                return True
+            return held.get("pid") != self.record["pid"] or held.get("owner") == self.record["owner"]
+        return held.get("expires", 0) > time.time()
+
+    def _read(self):
+        try:
+            with tf.io.gfile.GFile(self.path) as f:
+                return json.load(f)
+        except (tf.errors.OpError, ValueError):
+            return None
+
+    def _write(self):
+        record = {**self.record, "expires": time.time() + LEASE_SECONDS}
+        tf.io.gfile.makedirs(os.path.dirname(self.path))
+        temporary = f"{self.path}.{self.record['owner']}.tmp"
+        with tf.io.gfile.GFile(temporary, "w") as f:
+            json.dump(record, f)
+        tf.io.gfile.rename(temporary, self.path, overwrite=True)
+
+    def _renew(self):
+        while not self._stop.wait(LEASE_RENEW_SECONDS):
+            try:
+                self._write()
+            except tf.errors.OpError as error:
+                logging.warning("Could not renew the lease on %s: %s", self.path, type(error).__name__)

@@ -52,6 +52,10 @@ class Job:
     tensorboard_dir: Optional[str] = setting(
         None, "TensorBoard log directory. Unset: <output_dir>/logs.",
         check=_well_formed_location, message=_location_message("tensorboard_dir"), env="AIP_TENSORBOARD_LOG_DIR")
+    backup_every_steps: Optional[int] = setting(
+        None, "Save the preemption backup every N training steps, so that a kill loses at most N steps (unset: once "
+              "per epoch). SIGTERM and SIGINT save the step in progress either way.",
+        check=lambda v: v > 0, message="--backup_every_steps must be a positive whole number of steps, e.g. 200.")
     data_dir: Optional[str] = setting(
         None, "TFDS data directory (unset: TFDS's own, ~/tensorflow_datasets).",
         check=_well_formed_location, message=_location_message("data_dir"))

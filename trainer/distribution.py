@@ -44,6 +44,12 @@ def cluster_size(tf_config):
     return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
 
 
+def task_name(tf_config):
+    """This process's task in the cluster, e.g. "worker-1"; "single" without a cluster."""
+    task = tf_config.get("task", {})
+    return f"{task['type']}-{int(task.get('index', 0))}" if task.get("type") else "single"
+
+
 def is_chief(tf_config):
     """The chief writes outputs: the `chief` task, or worker 0 when the cluster has no chief."""
     task = tf_config.get("task", {})

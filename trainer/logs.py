@@ -30,12 +30,21 @@ NATIVE_NOISE = re.compile(
 _CHATTY = tuple(f"{os.sep}{name}{os.sep}" for name in ("tensorflow", "tensorflow_datasets", "tf_keras", "keras"))
 
 
+_real_stderr = 2
+
+
+def real_stderr():
+    """The file descriptor of the process's stderr, also while start-up noise is being captured."""
+    return _real_stderr
+
+
 @contextlib.contextmanager
 def quiet_native_startup():
     """Runs the block (importing TensorFlow, finding devices) with file descriptor 2 captured, then passes on
     every line but the known start-up noise."""
+    global _real_stderr
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = _real_stderr = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
@@ -43,6 +52,7 @@ def quiet_native_startup():
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
+            _real_stderr = 2
             os.close(saved)
             captured.seek(0)
             for line in captured:

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 
-from trainer.errors import UserError
+from trainer.errors import RetryableError, UserError
 
 METRICS_FILE = "metrics.json"
 
@@ -59,6 +59,44 @@ def gcs_errors(url, access="write"):
         role = "roles/storage.objectAdmin" if access == "write" else "roles/storage.objectViewer"
         raise UserError(f"cannot {access} {url} ({error.__class__.__name__}): the job's account needs {role} on "
                         "the bucket.") from None
+
+
+def publish_or_retry(output, staging_dir, metrics):
+    """Publishes; storage that is unreachable or failing for now becomes a "retry me" error (the backup is kept,
+    so the rerun publishes without training again)."""
+    try:
+        output.publish(staging_dir, metrics)
+    except Exception as error:
+        if not _transient(error):
+            raise
+        raise RetryableError(f"could not publish to {output.url} ({type(error).__name__}: "
+                             f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}); the backup "
+                             "is kept: rerun the same command to publish without training again.") from None
+
+
+@contextlib.contextmanager
+def _retry_if_transient(url):
+    try:
+        yield
+    except Exception as error:
+        if not _transient(error):
+            raise
+        raise RetryableError(f"cannot reach {url} now ({type(error).__name__}): Cloud Storage is unreachable or "
+                             "failing; retry later.") from None
+
+
+def _transient(error):
+    """Errors of storage that may work on a retry: unreachable, overloaded, timed out."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import requests
+        from google.api_core import exceptions as api_exceptions
+    except ImportError:
+        return False
+    return isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                              api_exceptions.ServerError, api_exceptions.TooManyRequests,
+                              api_exceptions.RetryError))
 
 
 def fetch(url, names, scratch):
@@ -176,7 +214,7 @@ class GcsOutput:
 
     def check_writable(self):
         """Fails fast, before any training, when the bucket is missing or cannot be written."""
-        with gcs_errors(self.url):
+        with gcs_errors(self.url), _retry_if_transient(self.url):
             if not self.bucket.exists():
                 raise UserError(f"bucket gs://{self.bucket_name} does not exist: create it "
                                 f"(`gcloud storage buckets create gs://{self.bucket_name}`) or fix --output_dir.")

@@ -4,12 +4,13 @@ It ends with the exit-code contract of `trainer.errors`: 0 finished; 2 a mistake
 saying what to do, never a traceback); 75 "retry me" (a rerun resumes from the backup).
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
 
 import trainer  # noqa: F401  (selects tf-keras before TensorFlow loads)
-from trainer import config, errors, flags as trainer_flags, logs
+from trainer import config, errors, flags as trainer_flags, logs, signals
 from trainer.errors import RetryableError, UserError
 
 FLAGS = flags.FLAGS
@@ -46,7 +47,11 @@ def main(argv):
 
 def _fail(message, status=errors.PERMANENT):
     logging.flush()
-    print(f"fmnist-train: error: {message}", file=sys.stderr)
+    print(f"fmnist-train: error: {message}", file=sys.stderr, flush=True)
+    if "TF_CONFIG" in os.environ or "CLUSTER_SPEC" in os.environ:
+        # Under many workers TensorFlow's shutdown waits for the other tasks, which may themselves wait in a
+        # collective for this one: leave without it.
+        os._exit(status)
     sys.exit(status)
 
 
@@ -65,6 +70,7 @@ def parse_flags(argv):
 
 def run():
     """Console-script entry point."""
+    signals.watch()  # before TensorFlow starts any thread
     app.run(main, flags_parser=parse_flags)
 
 

@@ -19,8 +19,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tf_keras
 from absl import logging
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from trainer import backup, data, distribution, evaluate, export, models, optimization, outputs, precision, scores
+from trainer import (backup, data, distribution, evaluate, export, models, optimization, outputs, precision, scores,
+                     signals, tuning)
 from trainer.errors import UserError
 
 
@@ -33,51 +35,72 @@ def run(cfg, splits=None, strategy=None):
     job, recipe = cfg.job, cfg.recipe
     tf_config = distribution.cluster_spec_from_env()
     chief = distribution.is_chief(tf_config)
-    output = check_outputs(job, chief)
+    output, finished = check_outputs(cfg, chief)
+    if finished:
+        return finished
     configure_threads(recipe, multi_process=distribution.cluster_size(tf_config) > 1)
     if strategy is None:
         strategy = distribution.get_strategy(job.strategy, tf_config)
+        signals.reinstall()
     backup.check_location(job.checkpoint_dir)
-    logging.info("Output in %s; preemption backup in %s; TensorBoard logs in %s.", output.url, job.checkpoint_dir,
-                 job.tensorboard_dir or output.child("logs"))
+    lease = backup.Lease(job.checkpoint_dir, distribution.task_name(tf_config)).acquire()
+    try:
+        backup.prepare_restore(job.checkpoint_dir)
+        logging.info("Output in %s; preemption backup in %s; TensorBoard logs in %s.", output.url,
+                     job.checkpoint_dir, job.tensorboard_dir or output.child("logs"))
 
-    started = time.perf_counter()
-    if splits is None:
-        splits = load_splits(job)
-    data_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        if splits is None:
+            splits = load_splits(job)
+        data_seconds = time.perf_counter() - started
 
-    model, policy = build_model(cfg, strategy, len(splits.train[1]))
-    staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
-    history, train_seconds = fit(cfg, model, splits, log_dir=tensorboard_dir(job, output, chief, staging),
-                                 chief=chief)
+        model, policy = build_model(cfg, strategy, len(splits.train[1]))
+        staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
+        history, train_seconds = fit(cfg, model, splits, log_dir=tensorboard_dir(job, output, chief, staging),
+                                     chief=chief, multi_worker=distribution.cluster_size(tf_config) > 1)
 
-    trained = plain_copy(job.model, model)
-    test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
-    metrics = run_record(cfg, model, strategy, policy, tf_config, splits, history, test_scores,
-                         data_seconds=data_seconds, train_seconds=train_seconds, output=output)
-    if chief:
-        output.publish(staging, metrics)
-        history.delete()
-        logging.info("Test accuracy %.4f, loss %.4f; results in %s", metrics["test_accuracy"], metrics["test_loss"],
-                     output.url)
-    else:
-        shutil.rmtree(staging, ignore_errors=True)
-        logging.info("This worker is done (weights sha256 %s); the chief publishes the results.",
-                     metrics["weights_sha256"])
-    return metrics
+        trained = plain_copy(job.model, model)
+        test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
+        metrics = run_record(cfg, model, strategy, policy, tf_config, splits, history, test_scores,
+                             data_seconds=data_seconds, train_seconds=train_seconds, output=output)
+        if chief:
+            outputs.publish_or_retry(output, staging, metrics)
+            backup.discard(job.checkpoint_dir)  # only now: until the result is published, a rerun resumes
+            logging.info("Test accuracy %.4f, loss %.4f; results in %s", metrics["test_accuracy"],
+                         metrics["test_loss"], output.url)
+            tuning.report(metrics)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+            logging.info("This worker is done (weights sha256 %s); the chief publishes the results.",
+                         metrics["weights_sha256"])
+        return metrics
+    finally:
+        lease.release()
 
 
-def check_outputs(job, chief):
-    """The output location is checked before anything else, so a bad one fails in seconds, not after training."""
+def check_outputs(cfg, chief):
+    """The output location is checked before anything else, so a bad one fails in seconds, not after training.
+
+    Returns (output, metrics of the same command's finished run or None): a rerun of a command that already
+    finished (a retried pod whose first try published) has nothing left to do.
+    """
+    job = cfg.job
     output = outputs.open_output(job.output_dir)
     output.check_writable()
     if output.is_finished():
         if not job.overwrite:
-            raise UserError(f"{job.output_dir} already holds a finished run (metrics.json): pass --overwrite "
-                            "to replace it, or choose another --output_dir.")
+            finished = outputs.read_metrics(output.url)
+            if finished.get("flags") == cfg.flags:
+                logging.info("%s already holds the finished result of this command: nothing to do.", output.url)
+                if chief:
+                    backup.discard(job.checkpoint_dir)  # a clean-up that was cut short
+                return output, finished
+            raise UserError(f"{job.output_dir} already holds a finished run of other settings (metrics.json): "
+                            "pass --overwrite to replace it, or choose another --output_dir.")
         if chief:
             output.unmark_finished()
-    return output
+            backup.discard(job.checkpoint_dir)  # the replaced run's backup is not this run's
+    return output, None
 
 
 def configure_threads(recipe, multi_process):
@@ -96,7 +119,13 @@ def configure_threads(recipe, multi_process):
 
 def load_splits(job):
     """The data set prepared (offline from --tfds_manual_dir, if given) and decoded into memory."""
-    builder = data.prepare(job.data_dir, job.tfds_manual_dir)
+    try:
+        builder = data.prepare(job.data_dir, job.tfds_manual_dir)
+    except NonMatchingChecksumError as error:  # damaged files: a retry reads the same bytes
+        where = f" in --tfds_manual_dir={job.tfds_manual_dir}" if job.tfds_manual_dir else ""
+        raise UserError(f"the Fashion-MNIST files{where} fail TFDS's checksum "
+                        f"({str(error).strip().splitlines()[0][:200]}): replace them with the official files, or "
+                        "leave --tfds_manual_dir out to download them.") from None
     logging.info("Data: %s in %s.", data.DATASET, builder.data_dir)
     return data.load_splits(builder, job.train_examples, job.validation_split)
 
@@ -129,13 +158,15 @@ def tensorboard_dir(job, output, chief, staging):
     return os.path.join(staging, "logs")
 
 
-def fit(cfg, model, splits, log_dir, chief):
+def fit(cfg, model, splits, log_dir, chief, multi_worker=False):
     """`model.fit` with the backup, TensorBoard and (if asked) early stopping; returns (history, seconds)."""
     job, recipe = cfg.job, cfg.recipe
     input_shape = models.get(job.model).input_shape
+    steps = data.steps_per_epoch(len(splits.train[1]), recipe.batch_size)
     train = data.train_dataset(*splits.train, recipe.batch_size, input_shape, job.seed, recipe.augmentation)
     validation = data.eval_dataset(*splits.validation, input_shape) if splits.validation else None
-    backup_callbacks, history = backup.callbacks(job.checkpoint_dir, chief)
+    backup_callbacks, history = backup.callbacks(job.checkpoint_dir, chief, job.backup_every_steps, steps,
+                                                 recipe.steps_per_execution, multi_worker)
     callbacks = [*backup_callbacks, tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
                                                                     profile_batch=0)]
     if early_stopping(cfg, splits):
@@ -145,9 +176,8 @@ def fit(cfg, model, splits, log_dir, chief):
                  f", {len(splits.validation[1])} held out for validation" if splits.validation else "")
     tf_keras.utils.set_random_seed(job.seed)
     started = time.perf_counter()
-    model.fit(train, epochs=recipe.epochs, steps_per_epoch=data.steps_per_epoch(len(splits.train[1]),
-                                                                                 recipe.batch_size),
-              validation_data=validation, callbacks=callbacks, verbose=2)
+    model.fit(train, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
+              verbose=2)
     return history, time.perf_counter() - started
 
 
@@ -207,6 +237,7 @@ def run_record(cfg, model, strategy, policy, tf_config, splits, history, test_sc
         "train_seconds": round(train_seconds, 3),
         "examples_per_second": round(train_examples * epochs_run / train_seconds, 1) if epochs_run else None,
         "resumed_from_epoch": history.resumed_from_epoch,
+        "resumed_from_step": history.resumed_from_step,
         "history": history.rows,
         "saved_model": output.child("saved_model"),
         "versions": versions(),

@@ -1,0 +1,166 @@
+"""The preemption backup in-process: a damaged backup never crashes a rerun, the lease turns a second instance
+away, a finished run's backup is discarded behind a tombstone, publishing that fails for now keeps the backup."""
+
+import gzip
+import json
+import os
+import shutil
+import socket
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TFDS_MANUAL_DIR, splits, train_in_process
+from trainer import backup, config, outputs, train
+from trainer.errors import RetryableError, UserError
+
+
+def saved_backup(directory, count=3):
+    """A backup as BackupAndRestore leaves it: `count` checkpoints in <dir>/chief (all kept), newest last."""
+    variable = tf.Variable(np.arange(1000, dtype=np.float32))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), f"{directory}/chief", max_to_keep=count)
+    for step in range(count):
+        variable.assign_add(tf.ones(1000))
+        manager.save()
+    return manager
+
+
+def latest(directory):
+    return os.path.basename(tf.train.latest_checkpoint(f"{directory}/chief") or "none")
+
+
+def test_an_intact_backup_is_left_as_it_is(tmp_path):
+    saved_backup(tmp_path)
+    backup.prepare_restore(str(tmp_path))
+    assert latest(tmp_path) == "ckpt-3"
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, caplog, damage):
+    saved_backup(tmp_path)
+    data = tmp_path / "chief" / "ckpt-3.data-00000-of-00001"
+    if damage == "delete":
+        data.unlink()
+    else:
+        data.write_bytes(data.read_bytes()[:100])
+    backup.prepare_restore(str(tmp_path))
+    assert latest(tmp_path) == "ckpt-2"
+    assert "cannot be restored" in caplog.text and "resuming from ckpt-2" in caplog.text
+
+
+def test_an_index_that_names_a_missing_checkpoint_falls_back(tmp_path):
+    saved_backup(tmp_path)
+    for name in os.listdir(tmp_path / "chief"):
+        if name.startswith("ckpt-3"):
+            os.remove(tmp_path / "chief" / name)
+    backup.prepare_restore(str(tmp_path))
+    assert latest(tmp_path) == "ckpt-2"
+
+
+def test_a_backup_with_nothing_intact_is_removed_and_the_run_starts_over(tmp_path, caplog):
+    saved_backup(tmp_path)
+    (tmp_path / "history.json").write_text("[{\"epoch\": 1}]")
+    for name in os.listdir(tmp_path / "chief"):
+        if ".data-" in name:
+            os.remove(tmp_path / "chief" / name)
+    backup.prepare_restore(str(tmp_path))
+    assert not (tmp_path / "chief").exists() and not (tmp_path / "history.json").exists()
+    assert "starting over from epoch 1" in caplog.text
+
+
+def test_a_damaged_state_file_is_read_around(tmp_path):
+    saved_backup(tmp_path)
+    (tmp_path / "chief" / "checkpoint").write_text("this is not a text proto {{{")
+    backup.prepare_restore(str(tmp_path))
+    assert latest(tmp_path) == "ckpt-3"
+
+
+def test_a_tombstone_means_a_finished_runs_backup_whose_clean_up_was_cut_short(tmp_path, caplog):
+    saved_backup(tmp_path)
+    (tmp_path / backup.TOMBSTONE).write_text("")
+    backup.prepare_restore(str(tmp_path))
+    assert not tmp_path.exists() or not os.listdir(tmp_path)
+    assert "belongs to a run that finished" in caplog.text
+
+
+def test_discard_leaves_nothing(tmp_path):
+    saved_backup(tmp_path / "ckpt")
+    backup.discard(str(tmp_path / "ckpt"))
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_second_instance_is_turned_away_while_the_first_holds_the_lease(tmp_path):
+    first = backup.Lease(str(tmp_path), "single").acquire()
+    record = json.loads((tmp_path / ".lease-single").read_text())
+    assert record["pid"] == os.getpid() and record["expires"] > time.time()
+    # Seen from another process on this host (the parent of this one, which is alive):
+    (tmp_path / ".lease-single").write_text(json.dumps({**record, "owner": "other", "pid": os.getppid()}))
+    with pytest.raises(RetryableError, match="another instance of this job holds the backup"):
+        backup.Lease(str(tmp_path), "single").acquire()
+    backup.Lease(str(tmp_path), "worker-1").acquire().release()  # another task of the same job is welcome
+    first.release()  # not its lease any more: left alone
+    assert (tmp_path / ".lease-single").exists()
+    (tmp_path / ".lease-single").unlink()
+    backup.Lease(str(tmp_path), "single").acquire().release()  # free again; releasing removes the empty folder
+    assert not tmp_path.exists()
+
+
+def test_a_dead_instances_lease_does_not_block_a_rerun(tmp_path):
+    def held_by(**record):
+        tmp_path.mkdir(exist_ok=True)  # releasing removes the folder once empty
+        (tmp_path / ".lease-single").write_text(json.dumps(record))
+    # Another host: free once expired. This host: free at once when its process is gone.
+    held_by(owner="x", host="elsewhere", pid=1, expires=0)
+    backup.Lease(str(tmp_path), "single").acquire().release()
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    held_by(owner="y", host=socket.gethostname(), pid=dead, expires=2e9)
+    backup.Lease(str(tmp_path), "single").acquire().release()
+    held_by(owner="z", host="elsewhere", pid=1, expires=2e9)
+    with pytest.raises(RetryableError, match="expires by"):
+        backup.Lease(str(tmp_path), "single").acquire()
+
+
+def test_publishing_that_fails_for_now_keeps_the_backup_and_the_rerun_publishes_without_training(
+        fashion, tmp_path, monkeypatch, caplog):
+    data = splits(fashion, 600, test_examples=500)
+    settings = dict(model="mlp", recipe="seed", epochs=2, checkpoint_dir=str(tmp_path / "ckpt"))
+
+    def unreachable(self, staging, metrics):
+        raise ConnectionError("Connection refused")
+    monkeypatch.setattr(outputs.LocalOutput, "publish", unreachable)
+    with pytest.raises(RetryableError, match="the backup is kept"):
+        train_in_process(tmp_path / "out", data, **settings)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert (tmp_path / "ckpt" / "chief").is_dir()
+    monkeypatch.undo()
+    caplog.clear()
+    metrics = train_in_process(tmp_path / "out", data, **settings)
+    assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_completed"] == 2
+    assert (tmp_path / "out" / "metrics.json").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_rerunning_a_finished_command_does_nothing_and_other_settings_are_refused(fashion, tmp_path):
+    data = splits(fashion, 300, test_examples=300)
+    first = train_in_process(tmp_path, data, model="mlp", recipe="seed", epochs=1)
+    assert train_in_process(tmp_path, data, model="mlp", recipe="seed", epochs=1) == first
+    with pytest.raises(UserError, match="finished run of other settings"):
+        train_in_process(tmp_path, data, model="mlp", recipe="seed", epochs=2)
+
+
+@pytest.mark.skipif(not TFDS_MANUAL_DIR, reason="needs the four official files in ../shared/datasets")
+def test_damaged_data_files_are_a_permanent_error_that_leaves_no_backup_folder(tmp_path):
+    manual = tmp_path / "manual"
+    shutil.copytree(TFDS_MANUAL_DIR, manual)
+    labels = manual / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:1000])
+    cfg = config.make(output_dir=str(tmp_path / "out"), data_dir=str(tmp_path / "tfds"),
+                      tfds_manual_dir=str(manual), model="mlp")
+    with pytest.raises(UserError, match="fail TFDS's checksum"):
+        train.run(cfg)
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    assert gzip  # the files are gzip archives; truncating one is what a cut-off copy leaves

@@ -1,0 +1,88 @@
+"""SIGTERM and SIGINT: how a cluster (or an operator) stops the job politely.
+
+The command line blocks both signals in every thread before TensorFlow starts (TensorFlow's threads inherit the
+mask, and so its own SIGTERM handlers never see them) and takes them in one watcher thread, so they are handled
+even while the main thread waits inside TensorFlow (a multi-worker strategy waiting for its peers, a long op):
+- during `fit`, the first one asks `trainer.backup.Backup` to save the step in progress and stop; if training does
+  not get there within STOP_DEADLINE_SECONDS (stuck in a collective with a lost peer), the process exits anyway;
+- anywhere else, or a second time, the process exits at once: before training nothing is in progress, after it
+  the backup is complete. Exiting, not raising: an exception raised in the middle of an import or a file write
+  could leave a broken state behind.
+Either way the exit status is the contract's "retry me". No TensorFlow here.
+"""
+
+import os
+import signal
+import threading
+
+from absl import logging
+
+from trainer.errors import RETRY
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_DEADLINE_SECONDS = 20.0  # Kubernetes' default grace period is 30 s
+
+held_leases = []   # trainer.backup.Lease objects to release before exiting
+requested = None   # the signal that asked training to stop
+_training = False
+_watching = False
+
+
+def watch():
+    """Blocks SIGTERM/SIGINT in this and every later thread and handles them in a watcher thread, with plain
+    handlers as well for a thread that unblocks them (the command line calls this first thing)."""
+    global _watching
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    threading.Thread(target=_watch, name="signal-watcher", daemon=True).start()
+    _watching = True
+    reinstall()
+
+
+def reinstall():
+    """The plain handlers again, once the strategy exists: a multi-worker strategy's runtime installs a SIGTERM
+    handler of its own that only notifies its preemption watcher. A no-op in-process (tests) unless watching."""
+    if _watching:
+        for signum in SIGNALS:
+            signal.signal(signum, lambda received, frame: handle(received))
+
+
+def watching():
+    return _watching
+
+
+def _watch():
+    while True:
+        handle(signal.sigwait(SIGNALS))
+
+
+def handle(signum):
+    """What a SIGTERM/SIGINT does now (also the plain signal handler of an in-process run: tests)."""
+    global requested
+    if _training and requested is None:
+        requested = signum
+        logging.info("%s received: saving a backup after the step in progress, then stopping.",
+                     signal.Signals(signum).name)
+        timer = threading.Timer(STOP_DEADLINE_SECONDS, exit_now, args=(signum, "training did not reach the end of "
+                                                                            "a step in time; "))
+        timer.daemon = True
+        timer.start()
+        return
+    exit_now(signum)
+
+
+def training(active):
+    """`fit` is running (Backup callback): a signal asks it to stop after the step in progress."""
+    global _training, requested
+    _training = active
+    if not active:
+        requested = None
+
+
+def exit_now(signum, why=""):
+    for lease in list(held_leases):
+        lease.release()
+    where = "during training" if _training else "outside training"
+    from trainer import logs
+    os.write(logs.real_stderr(), (f"fmnist-train: error: stopped by {signal.Signals(signum).name} {where}; {why}a rerun of the same "
+                 "command resumes from the last backup.\n").encode())
+    os._exit(RETRY)
