@@ -1,6 +1,5 @@
 """trainer.photo: headers read without decoding, the Fashion-MNIST-like rule, and the paper's conversion."""
 
-import io
 import struct
 import zlib
 

@@ -259,3 +259,38 @@ def test_exit_status_follows_the_contract():
     assert status == 2 and "nothing could be predicted" in message and "o.jsonl" in message
     assert predict.outcome(predict.Summary(read=2, predicted=0, refused=2, transient=2), "o")[0] == 75
     assert predict.outcome(predict.Summary(read=2, predicted=1, refused=1, transient=1), "o")[0] == 75
+
+
+def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retryable(monkeypatch, tmp_path):
+    """Cloud Storage unavailable while reading one object: its line says so, the rest are predicted, and the
+    exit status asks for a rerun (75); the same while uploading the output is a RetryableError."""
+    from google.api_core import exceptions as api
+    from trainer import predict
+    images, _ = sample_images()
+
+    class Blob:
+        def __init__(self, name, contents):
+            self.name, self.contents, self.size = name, contents, len(contents) if contents else 10
+            self.bucket = type("Bucket", (), {"name": "shop"})()
+
+        def download_as_bytes(self):
+            if self.contents is None:
+                raise api.ServiceUnavailable("try again")
+            return self.contents
+
+    items = [predict._gcs_item(Blob("a.png", encode(images[0])), 10 ** 6),
+             predict._gcs_item(Blob("b.png", None), 10 ** 6)]
+    monkeypatch.setattr(predict, "expand", lambda inputs, max_bytes: iter(items))
+    output = tmp_path / "out.jsonl"
+    summary = run_predict(["gs://shop/"], output)
+    lines = read_lines(output)
+    assert lines[0]["name"] == "gs://shop/a.png" and "class_id" in lines[0]
+    assert lines[1] == {"name": "gs://shop/b.png", "error": "unreadable (transient: ServiceUnavailable; rerun)"}
+    assert predict.outcome(summary, str(output))[0] == 75
+
+    out = predict.Output(str(tmp_path / "x.jsonl"))
+    out.path, out.blob = "gs://shop/x.jsonl", Blob("x.jsonl", b"")
+    out.blob.upload_from_filename = lambda *a, **k: (_ for _ in ()).throw(api.ServiceUnavailable("later"))
+    with pytest.raises(predict.RetryableError, match="uploading --output=gs://shop/x.jsonl failed"):
+        out.publish()
+    out.discard()

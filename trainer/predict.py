@@ -267,6 +267,20 @@ def _raise(message):
     return load
 
 
+def take(items, count):
+    """The next `count` Items. Listing a prefix and reading a JSONL file happen here, lazily: their failures end
+    the run (a listing cannot be skipped like one unreadable image)."""
+    from google.api_core import exceptions as api
+    try:
+        return list(itertools.islice(items, count))
+    except transient_errors() as error:
+        raise RetryableError(f"listing or reading the inputs failed ({error.__class__.__name__}): rerun.") from None
+    except (api.NotFound, api.Forbidden, api.Unauthorized) as error:
+        raise UserError(f"cannot list or read the inputs ({error.__class__.__name__}).") from None
+    except OSError as error:
+        raise UserError(f"cannot read the inputs: {error}.") from None
+
+
 # ------------------------------------------------------------------------------------------ preprocessing
 
 _preprocessors = {}
@@ -601,7 +615,7 @@ def predict(model_dir, inputs, output, batch_size=256, readers=8, max_pixels=Non
 
             with concurrent.futures.ThreadPoolExecutor(max_workers=readers) as pool:
                 while True:
-                    chunk = list(itertools.islice(items, batch_size))
+                    chunk = take(items, batch_size)
                     if not chunk:
                         break
                     results = preprocess.batch(list(pool.map(read, chunk)))
