@@ -215,6 +215,15 @@ def test_cloud_storage_model_inputs_and_output(folder, bucket, tmp_path):
     assert [line["name"] for line in read_lines(tmp_path / "glob.jsonl")] == [
         f"gs://runs/shop/sub/{name}" for name in ("10.png", "bomb.png", "empty.png", "not-an-image.png",
                                                   "truncated.png")]
+    # python -m trainer.export, gs:// to gs://: the Vertex AI copy, whose default signature takes image bytes;
+    # fmnist-predict then uses its serving_images.
+    from trainer import export
+    assert export.main(["--model_dir=gs://runs/cnn", "--output_dir=gs://runs/cnn-vertex"]) == 0
+    assert bucket.blob("cnn-vertex/saved_model.pb").exists()
+    predict.predict("gs://runs/cnn-vertex", [str(folder / "00.png")], str(tmp_path / "v.jsonl"), progress=Quiet())
+    assert read_lines(tmp_path / "v.jsonl")[0]["class_id"] == read_lines(local)[0]["class_id"]
+    assert export.main(["--model_dir=gs://runs/nothing", "--output_dir=gs://runs/x"]) == 2
+
     from trainer.errors import UserError
     with pytest.raises(UserError, match="bucket gs://nobucket does not exist"):
         predict.predict("gs://runs/cnn", ["gs://runs/shop"], "gs://nobucket/out.jsonl", progress=Quiet())
