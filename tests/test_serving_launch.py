@@ -7,6 +7,8 @@ jobs/model_endpoint.sh, and a TensorFlow Serving REST request decoded as TensorF
 - jobs/batch-prediction.yaml validates against jobs/batch-prediction.schema.yaml, whose fields are compared with
   the Google Cloud SDK's aiplatform v1 client (when gcloud is installed); jobs/model_endpoint.sh passes shellcheck
   and builds the right gcloud / REST calls.
+- Tests that start a process of their own (kubectl, kubernetes-validate, checkov, shellcheck, gcloud's Python,
+  the script) are marked e2e.
 - TF Serving's REST API, row format: `{"instances": [{"image_bytes": {"b64": ...}}]}`; a `{"b64": ...}` value is
   base64-decoded into the bytes of a string input; a signature with a single input also takes the bare value.
 """
@@ -68,6 +70,7 @@ def find(docs, kind):
 # ------------------------------------------------------------------------------------------------ Kubernetes
 
 
+@pytest.mark.e2e  # starts kubectl, checkov, gcloud's Python, shellcheck or the script
 def test_predict_job_is_valid_kubernetes_and_checkov_clean(rendered, tmp_path):
     path, docs = rendered
     for version in KUBERNETES_VERSIONS:
@@ -93,6 +96,7 @@ def test_predict_job_is_valid_kubernetes_and_checkov_clean(rendered, tmp_path):
     assert all(len(c["check_result"]["suppress_comment"]) > 20 for c in skipped)
 
 
+@pytest.mark.e2e  # starts kubectl, checkov, gcloud's Python, shellcheck or the script
 def test_predict_job_runs_fmnist_predict_hardened_through_workload_identity(rendered):
     _, docs = rendered
     job = find(docs, "Job")
@@ -147,6 +151,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.e2e  # starts kubectl, checkov, gcloud's Python, shellcheck or the script
 def test_the_jobs_flags_are_fmnist_predicts(rendered):
     _, docs = rendered
     args = find(docs, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -227,6 +232,7 @@ print(json.dumps({"fields": fields, "unrecognized": unrecognized(message)}))
 '''
 
 
+@pytest.mark.e2e  # starts kubectl, checkov, gcloud's Python, shellcheck or the script
 def test_schema_and_spec_agree_with_the_google_cloud_sdk(schema):
     gcloud = shutil.which("gcloud")
     root = pathlib.Path(gcloud).resolve().parent.parent if gcloud else None
@@ -282,11 +288,13 @@ exit 0
     return script, log
 
 
+@pytest.mark.e2e  # starts kubectl, checkov, gcloud's Python, shellcheck or the script
 def test_model_endpoint_script_passes_shellcheck():
     result = run([lint_tool("shellcheck"), ROOT / "jobs" / "model_endpoint.sh"])
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.e2e  # starts kubectl, checkov, gcloud's Python, shellcheck or the script
 def test_model_endpoint_script_calls_gcloud_and_the_rest_api(tmp_path, schema):
     gcloud, gcloud_log = fake_client(tmp_path / "bin", "gcloud")
     curl, curl_log = fake_client(tmp_path / "bin", "curl")
