@@ -4,9 +4,11 @@ One small CNN, fitted for a moment on 1,200 training images and exported in-proc
 those of test_predict.py and test_serving_launch.py, which import `exported_model` and `test_images`).
 """
 
+import atexit
 import functools
 import io
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -38,6 +40,7 @@ def exported_model():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(images.astype("float32") / 255.0, labels, epochs=3, batch_size=32, verbose=0)
     run = tempfile.mkdtemp(prefix="fmnist-test-run-")
+    atexit.register(shutil.rmtree, run, ignore_errors=True)
     export.export_saved_model(model, spec.input_shape, os.path.join(run, "saved_model"), "flip")
     return run
 
@@ -167,6 +170,7 @@ def vertex_copy():
 
     old.legacy = legacy
     folder = tempfile.mkdtemp(prefix="fmnist-test-vertex-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     tf.saved_model.save(old, os.path.join(folder, "old"), signatures={"serving_default": legacy})
     return export.with_default_signature(os.path.join(folder, "old"), os.path.join(folder, "vertex"))
 

@@ -303,3 +303,24 @@ def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retrya
     with pytest.raises(predict.RetryableError, match="uploading --output=gs://shop/x.jsonl failed"):
         out.publish()
     out.discard()
+
+
+def test_progress_goes_to_stderr_as_lines_or_in_place_on_a_terminal():
+    import io
+    from trainer import predict
+    summary = predict.Summary(read=512, predicted=510, refused=2, seconds=3.0, load_seconds=1.0)
+    lines = io.StringIO()
+    progress = predict.Progress(lines, every=0.0)
+    progress.update(summary)
+    assert lines.getvalue() == ("fmnist-predict: 512 read, 510 predicted, 2 refused in 3.0 s (model loaded in 1.0 s, "
+                                "then 256 images/s)\n")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    progress = predict.Progress(terminal)
+    progress.update(summary, force=True)
+    progress.close()
+    assert terminal.getvalue().startswith("\rfmnist-predict: 512 read") and terminal.getvalue().endswith("\033[K\n")
