@@ -20,7 +20,7 @@ DATA_STAMP := $(DATA_DIR)/fashion_mnist/3.0.1/dataset_info.json
 
 LINT_VENV := build/lint-venv
 
-.PHONY: setup lint-venv data run test test-fast reproduce bench bench-strong constraints clean
+.PHONY: setup lint-venv data run test test-fast soak reproduce bench bench-strong constraints clean
 
 setup: $(VENV)/.installed
 
@@ -54,8 +54,12 @@ run: setup data
 	$(TRAIN) --model=cnn --output_dir=$(OUT)/cnn
 	$(PY) -m trainer.compare $(OUT)/mlp $(OUT)/cnn
 
+## Every test, in three steps with their own budgets: pytest (in-process and end-to-end), the fault soak (10 kills of
+## one process, 3 of two workers), the container image (podman; installs what it needs on a fresh Debian machine).
 test: setup lint-venv data
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not image" --durations=15 $(PYTEST_ARGS)
+	rm -rf $(OUT)/soak-ci && $(PY) tests/fault_soak.py --kills=10 --worker_kills=3 --seed=7 --out=$(OUT)/soak-ci
+	$(PY) -m pytest -m image --durations=5 $(PYTEST_ARGS)
 
 ## The in-process layer alone (no trainer processes, no containers): under a minute.
 test-fast: setup data
@@ -76,6 +80,10 @@ reproduce: setup data
 	$(PY) -m trainer.check_accuracy \
 		$(subst $(eval) ,$(comma),$(foreach s,$(REPRODUCE_SEEDS),$(REPRODUCE)/mlp-$(s)))=0.875 \
 		$(subst $(eval) ,$(comma),$(foreach s,$(REPRODUCE_SEEDS),$(REPRODUCE)/cnn-$(s)))=0.905
+
+## The fault soak (docs/distributed.md): a run killed at 30 random moments, then 2 workers killed 8 times.
+soak: setup data
+	rm -rf $(OUT)/soak && $(PY) tests/fault_soak.py --kills=30 --worker_kills=8 --out=$(OUT)/soak
 
 ## Benchmarks (docs/benchmarks.md): the seed recipe against the fast one, and the strong model over 3 seeds.
 bench: setup data

@@ -206,10 +206,9 @@ class Soak:
                     # notifier takes SIGTERM there (docs/distributed.md); the grace period's SIGKILL ends it.
                     restarted += ", then SIGKILL after the grace period"
             statuses = [w.wait(timeout=120) for w in workers]
-            for log, status in zip(logs, statuses):
-                self.check_log(log, status, {0, RETRY, -signal.SIGKILL})
+            texts = [self.check_log(log, status, {0, RETRY, -signal.SIGKILL}) for log, status in zip(logs, statuses)]
             self.tally.append(("2 workers", f"{signal.Signals(signum).name} to worker {victim}", where + restarted,
-                               "", statuses))
+                               resumed_at(texts[1 - victim]), statuses))
             kills += 1
         final = json.loads((out / "metrics.json").read_text())
         if final["num_workers"] != 2:
@@ -219,15 +218,11 @@ class Soak:
         return final
 
     def report(self):
-        print("\n| run | signal | landed in | next run resumed at | exit status |")
+        print("\n| run | resumed at (from its own log) | signal | landed in | exit status |")
         print("| --- | --- | --- | --- | --- |")
-        rows = self.tally
-        for i, (kind, signame, where, resumed, status) in enumerate(rows):
-            following = rows[i + 1][3] if i + 1 < len(rows) and rows[i + 1][0] == kind and "process" in kind \
-                else resumed
-            print(f"| {kind} | {signame} | {where} | {following or '-'} | {status} |")
-        kills = sum(1 for row in rows if row[1] != "-")
-        print("(a resume point is read from the next run's log; a run stopped before it logged one says so)")
+        for kind, signame, where, resumed, status in self.tally:
+            print(f"| {kind} | {resumed or '-'} | {signame} | {where} | {status} |")
+        kills = sum(1 for row in self.tally if row[1] != "-")
         print(f"\n{kills} kills; problems: {len(self.problems)}")
         for problem in self.problems:
             print(f"PROBLEM: {problem}")
@@ -256,6 +251,9 @@ def main(argv=None):
     parser.add_argument("--tfds_manual_dir", default=os.environ.get("TFDS_MANUAL_DIR") or
                         (str(default_manual) if default_manual.is_dir() else ""))
     args = parser.parse_args(argv)
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        parser.error(f"--out={args.out} is not empty: a soak needs a folder of its own (finished jobs in it would "
+                     "look done)")
     os.makedirs(args.out, exist_ok=True)
     soak = Soak(args)
     started = time.time()

@@ -1,16 +1,14 @@
 """What clusters do to jobs, as processes: SIGTERM saves the step in progress and says "retry me", a rerun
-resumes mid-epoch; a backup that lost files never crashes the rerun; a second instance is turned away; a seeded
-fault soak of kills at random moments always ends in one finished result."""
+resumes mid-epoch; a backup that lost files never crashes the rerun; a second instance is turned away. The fault
+soak (kills at random moments) is tests/fault_soak.py, a step of `make test` of its own."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, assert_ok, data_flags, read_metrics, run_trainer, start_trainer
+from conftest import assert_ok, data_flags, read_metrics, run_trainer, start_trainer
 from trainer import errors
 
 pytestmark = pytest.mark.e2e
@@ -86,11 +84,3 @@ def test_a_second_instance_is_turned_away_while_the_first_runs(prepared_data, tm
     again = run_trainer(*args)  # the same command once more: already finished, nothing to do
     assert_ok(again)
     assert "already holds the finished result of this command" in again.stderr
-
-
-def test_a_seeded_fault_soak_always_ends_in_one_finished_result(prepared_data, tmp_path):
-    result = subprocess.run([sys.executable, "tests/fault_soak.py", "--kills=10", "--worker_kills=3", "--seed=7",
-                             f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    print(result.stdout[-6000:])
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert "problems: 0" in result.stdout

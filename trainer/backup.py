@@ -39,21 +39,35 @@ class Stopped(RetryableError):
 
 
 def check_location(path):
-    """The backup is written through TensorFlow's file systems: prove they can write there before training."""
-    existed = tf.io.gfile.exists(path)
-    probe = f"{path.rstrip('/')}/.write-test-{os.getpid()}"
+    """The backup is written through TensorFlow's file systems: prove they can write there before training.
+
+    The probe goes into the folder if it exists, else into its nearest existing parent, so that a run stopped
+    before its first backup leaves no empty folder behind (and workers probing at once do not race on one).
+    """
+    directory = path.rstrip("/")
+    if not directory.startswith("gs://"):
+        while directory and not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+            directory = os.path.dirname(directory)
+    probe = f"{directory}/.write-test-{uuid.uuid4().hex}"
     try:
-        tf.io.gfile.makedirs(path)
         with tf.io.gfile.GFile(probe, "w") as f:
             f.write("")
         tf.io.gfile.remove(probe)
-        if not existed and not tf.io.gfile.listdir(path):
-            tf.io.gfile.rmtree(path)  # a run that stops before its first backup leaves no empty folder behind
     except (tf.errors.OpError, OSError) as error:
         hint = (" TensorFlow's gs:// ignores STORAGE_EMULATOR_HOST: with an emulator, pass a local --checkpoint_dir."
                 if path.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST") else "")
         raise UserError(f"cannot write the preemption backup to --checkpoint_dir={path} "
                         f"({type(error).__name__}); choose a writable folder or gs:// prefix.{hint}") from None
+
+
+def remove_if_empty(directory):
+    """Removes a local folder only if it is empty, atomically (another worker may be writing into it); object
+    stores have no folders to remove."""
+    if not directory.startswith("gs://"):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
 
 
 # ---- restoring ---------------------------------------------------------------------------------------------------
@@ -120,8 +134,7 @@ def discard(checkpoint_dir):
         if name not in (TOMBSTONE,) and not name.startswith(".lease"):
             _remove(f"{directory}/{name}")
     _remove(f"{directory}/{TOMBSTONE}")
-    if not tf.io.gfile.listdir(directory):
-        _remove(directory)
+    remove_if_empty(directory)
 
 
 def _remove(path):
@@ -290,7 +303,11 @@ class Lease:
                 f"{held.get('host')}, pid {held.get('pid')}): a duplicate pod, or a rerun started before the old "
                 f"run ended. Retry once it has stopped; if it died, its lease expires by "
                 f"{time.strftime('%H:%M:%S UTC', time.gmtime(held.get('expires', 0)))}.")
-        self._write()
+        try:
+            self._write()
+        except tf.errors.OpError as error:
+            raise RetryableError(f"cannot write the lease on the backup in {os.path.dirname(self.path)} "
+                                 f"({type(error).__name__}): retry.") from None
         if (self._read() or {}).get("owner") != self.record["owner"]:  # another instance wrote at the same moment
             raise RetryableError(f"another instance of this job claimed the backup in "
                                  f"{os.path.dirname(self.path)} at the same moment: retry.")
@@ -306,9 +323,7 @@ class Lease:
         try:
             if (self._read() or {}).get("owner") == self.record["owner"]:
                 tf.io.gfile.remove(self.path)
-            directory = os.path.dirname(self.path)
-            if tf.io.gfile.isdir(directory) and not tf.io.gfile.listdir(directory):
-                tf.io.gfile.rmtree(directory)
+            remove_if_empty(os.path.dirname(self.path))
         except tf.errors.OpError:
             pass
 

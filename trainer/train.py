@@ -54,10 +54,13 @@ def run(cfg, splits=None, strategy=None):
             splits = load_splits(job)
         data_seconds = time.perf_counter() - started
 
+        tf_keras.utils.set_random_seed(job.seed)  # the shuffle, the augmentation and the initial weights follow
+        train, validation = datasets(cfg, splits)
         model, policy = build_model(cfg, strategy, len(splits.train[1]))
         staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
-        history, train_seconds = fit(cfg, model, splits, log_dir=tensorboard_dir(job, output, chief, staging),
-                                     chief=chief, multi_worker=distribution.cluster_size(tf_config) > 1)
+        history, train_seconds = fit(cfg, model, splits, train, validation,
+                                     log_dir=tensorboard_dir(job, output, chief, staging), chief=chief,
+                                     multi_worker=distribution.cluster_size(tf_config) > 1)
 
         trained = plain_copy(job.model, model)
         test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
@@ -158,13 +161,19 @@ def tensorboard_dir(job, output, chief, staging):
     return os.path.join(staging, "logs")
 
 
-def fit(cfg, model, splits, log_dir, chief, multi_worker=False):
+def datasets(cfg, splits):
+    """The training stream (shuffled, augmented if the recipe says so) and the validation split, if any."""
+    input_shape = models.get(cfg.job.model).input_shape
+    train = data.train_dataset(*splits.train, cfg.recipe.batch_size, input_shape, cfg.job.seed,
+                               cfg.recipe.augmentation)
+    validation = data.eval_dataset(*splits.validation, input_shape) if splits.validation else None
+    return train, validation
+
+
+def fit(cfg, model, splits, train, validation, log_dir, chief, multi_worker=False):
     """`model.fit` with the backup, TensorBoard and (if asked) early stopping; returns (history, seconds)."""
     job, recipe = cfg.job, cfg.recipe
-    input_shape = models.get(job.model).input_shape
     steps = data.steps_per_epoch(len(splits.train[1]), recipe.batch_size)
-    train = data.train_dataset(*splits.train, recipe.batch_size, input_shape, job.seed, recipe.augmentation)
-    validation = data.eval_dataset(*splits.validation, input_shape) if splits.validation else None
     backup_callbacks, history = backup.callbacks(job.checkpoint_dir, chief, job.backup_every_steps, steps,
                                                  recipe.steps_per_execution, multi_worker)
     callbacks = [*backup_callbacks, tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
@@ -174,7 +183,6 @@ def fit(cfg, model, splits, log_dir, chief, multi_worker=False):
             monitor="val_accuracy", patience=job.early_stopping_patience, restore_best_weights=True, verbose=1))
     logging.info("%d training examples%s.", len(splits.train[1]),
                  f", {len(splits.validation[1])} held out for validation" if splits.validation else "")
-    tf_keras.utils.set_random_seed(job.seed)
     started = time.perf_counter()
     model.fit(train, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
               verbose=2)
