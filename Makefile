@@ -57,13 +57,13 @@ run: setup data
 ## Every test, in three steps with their own budgets: pytest (in-process and end-to-end), the fault soak (10 kills of
 ## one process, 3 of two workers), the container image (podman; installs what it needs on a fresh Debian machine).
 test: setup lint-venv data
-	$(PY) -m pytest -m "not image" --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not image" -n 2 --durations=15 $(PYTEST_ARGS)
 	rm -rf $(OUT)/soak-ci && $(PY) tests/fault_soak.py --kills=10 --worker_kills=3 --seed=7 --out=$(OUT)/soak-ci
 	$(PY) -m pytest -m image --durations=5 $(PYTEST_ARGS)
 
 ## The in-process layer alone (no trainer processes, no containers): under a minute.
 test-fast: setup data
-	$(PY) -m pytest -m "not e2e and not image" --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not e2e and not image" -n 2 --durations=10 $(PYTEST_ARGS)
 
 ## The seed's two 10-epoch runs with the seed recipe, over REPRODUCE_SEEDS; fails unless each model's mean test
 ## accuracy reaches the notebook's (one run of this constant-learning-rate recipe varies by about half a point).

@@ -27,7 +27,11 @@ for _name in LAUNCHER_ENV:  # the in-process trainer reads TF_CONFIG/CLUSTER_SPE
     os.environ.pop(_name, None)
 
 import trainer  # noqa: E402,F401  (tf-keras before TensorFlow)
-import tensorflow as tf  # noqa: E402
+from trainer import logs  # noqa: E402
+
+with logs.quiet_native_startup():  # TensorFlow's start-up notices, as the trainer filters them
+    import tensorflow as tf
+    tf.config.list_physical_devices("GPU")
 
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                            [tf.config.LogicalDeviceConfiguration()] * 2)

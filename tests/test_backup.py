@@ -5,6 +5,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import socket
 import time
 
@@ -164,3 +165,49 @@ def test_damaged_data_files_are_a_permanent_error_that_leaves_no_backup_folder(t
         train.run(cfg)
     assert not (tmp_path / "out" / "checkpoints").exists()
     assert gzip  # the files are gzip archives; truncating one is what a cut-off copy leaves
+
+
+@pytest.fixture
+def sigterm_after_epoch(monkeypatch):
+    """SIGTERM, as the signal watcher hands it over, right after the given epoch's end (in-process)."""
+    from trainer import signals
+
+    on_epoch_end, after = backup.EpochHistory.on_epoch_end, []
+
+    def then_signal(self, index, logs=None):
+        on_epoch_end(self, index, logs)
+        if after and index + 1 == after[-1]:
+            signals.handle(signal.SIGTERM)
+    monkeypatch.setattr(backup.EpochHistory, "on_epoch_end", then_signal)
+    return after.append
+
+
+def test_sigterm_saves_the_step_in_progress_and_a_rerun_resumes_there(fashion, tmp_path, sigterm_after_epoch):
+    data = splits(fashion, 2000, test_examples=500)
+    settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, backup_every_steps=1000)
+    sigterm_after_epoch(1)
+    with pytest.raises(backup.Stopped, match=r"stopped by SIGTERM at epoch 2, step 1 of 32"):
+        train_in_process(tmp_path / "out", data, **settings)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    sigterm_after_epoch(0)  # no more signals
+    metrics = train_in_process(tmp_path / "out", data, **settings)
+    assert (metrics["resumed_from_epoch"], metrics["resumed_from_step"]) == (1, 1)
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3]
+
+
+def test_a_rerun_after_the_backup_lost_its_data_files_starts_over_and_finishes(fashion, tmp_path, caplog,
+                                                                              sigterm_after_epoch):
+    data = splits(fashion, 2000, test_examples=500)
+    settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, checkpoint_dir=str(tmp_path / "backup"))
+    sigterm_after_epoch(2)
+    with pytest.raises(backup.Stopped):
+        train_in_process(tmp_path / "out", data, **settings)
+    chief = tmp_path / "backup" / "chief"
+    data_files = [name for name in os.listdir(chief) if ".data-" in name]
+    assert data_files
+    for name in data_files:  # what a kill during a clean-up object by object, or lost storage, leaves
+        os.remove(chief / name)
+    sigterm_after_epoch(0)
+    metrics = train_in_process(tmp_path / "out", data, **settings)
+    assert "cannot be restored" in caplog.text and "starting over from epoch 1" in caplog.text
+    assert metrics["resumed_from_epoch"] == 0 and [row["epoch"] for row in metrics["history"]] == [1, 2, 3]

@@ -39,6 +39,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "k8s"))
 import tf_config  # noqa: E402  (k8s/tf_config.py: the multi-worker pods' launcher)
 
+# The launchers' checks run the checkers and launchers as processes (hadolint, kubectl, kubernetes-validate,
+# checkov, shellcheck, gcloud, the scripts), or read what kubectl rendered: the end-to-end layer (`make test`).
+pytestmark = pytest.mark.e2e
+
 LINT_VENV = pathlib.Path(os.environ.get("FMNIST_LINT_VENV") or ROOT / "build" / "lint-venv")
 MAIN_BIN = pathlib.Path(sys.executable).parent
 KUSTOMIZATIONS = {"base": "k8s/base", "cpu": "k8s/overlays/cpu", "gpu": "k8s/overlays/gpu",
@@ -1316,7 +1320,6 @@ def test_submit_vertex_through_the_real_gcloud(tmp_path, schema, hptuning_schema
 KATIB_METRIC_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"  # its StdOut collector's default
 
 
-@pytest.mark.e2e
 def test_a_tuning_trial_reports_the_validation_accuracy_each_engine_reads(rendered, prepared_data, tmp_path):
     from conftest import assert_ok, data_flags, read_metrics, run_trainer
     small = ["--train_examples=1000", "--epochs=1", "--batch_size=64", *data_flags()]  # the last value of a flag wins

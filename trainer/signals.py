@@ -26,6 +26,7 @@ held_leases = []   # trainer.backup.Lease objects to release before exiting
 requested = None   # the signal that asked training to stop
 _training = False
 _watching = False
+_deadline = None   # the timer that exits if training does not stop in time
 
 
 def watch():
@@ -57,25 +58,28 @@ def _watch():
 
 def handle(signum):
     """What a SIGTERM/SIGINT does now (also the plain signal handler of an in-process run: tests)."""
-    global requested
+    global requested, _deadline
     if _training and requested is None:
         requested = signum
         logging.info("%s received: saving a backup after the step in progress, then stopping.",
                      signal.Signals(signum).name)
-        timer = threading.Timer(STOP_DEADLINE_SECONDS, exit_now, args=(signum, "training did not reach the end of "
-                                                                            "a step in time; "))
-        timer.daemon = True
-        timer.start()
+        _deadline = threading.Timer(STOP_DEADLINE_SECONDS, exit_now,
+                                    args=(signum, "training did not reach the end of a step in time; "))
+        _deadline.daemon = True
+        _deadline.start()
         return
     exit_now(signum)
 
 
 def training(active):
     """`fit` is running (Backup callback): a signal asks it to stop after the step in progress."""
-    global _training, requested
+    global _training, requested, _deadline
     _training = active
     if not active:
         requested = None
+        if _deadline is not None:  # training stopped (the backup saved): no need to force the exit
+            _deadline.cancel()
+            _deadline = None
 
 
 def exit_now(signum, why=""):
