@@ -182,16 +182,18 @@ def sigterm_after_epoch(monkeypatch):
     return after.append
 
 
-def test_sigterm_saves_the_step_in_progress_and_a_rerun_resumes_there(fashion, tmp_path, sigterm_after_epoch):
+@pytest.mark.parametrize("every_steps", [None, 10], ids=["per-epoch", "every-10-steps"])
+def test_sigterm_stops_the_run_with_a_backup_and_a_rerun_resumes_there(fashion, tmp_path, sigterm_after_epoch,
+                                                                       every_steps):
     data = splits(fashion, 2000, test_examples=500)
-    settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, backup_every_steps=1000)
-    sigterm_after_epoch(1)
-    with pytest.raises(backup.Stopped, match=r"stopped by SIGTERM at epoch 2, step 1 of 32"):
+    settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, backup_every_steps=every_steps)
+    sigterm_after_epoch(1)  # as the first epoch ends: `fit` stops before the second
+    with pytest.raises(backup.Stopped, match=r"stopped by SIGTERM at epoch 1, step 32 of 32; the backup is saved"):
         train_in_process(tmp_path / "out", data, **settings)
     assert not (tmp_path / "out" / "metrics.json").exists()
     sigterm_after_epoch(0)  # no more signals
     metrics = train_in_process(tmp_path / "out", data, **settings)
-    assert (metrics["resumed_from_epoch"], metrics["resumed_from_step"]) == (1, 1)
+    assert (metrics["resumed_from_epoch"], metrics["resumed_from_step"]) == (1, 0)
     assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3]
 
 

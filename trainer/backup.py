@@ -153,28 +153,36 @@ def callbacks(checkpoint_dir, chief, backup_every_steps, steps_per_epoch, steps_
     """Keras's backup of the training state (saving on SIGTERM/SIGINT too), and the history that goes with it."""
     history = EpochHistory(os.path.join(checkpoint_dir, HISTORY_FILE), write=chief,
                            steps_per_epoch=steps_per_epoch)
-    backup = Backup(checkpoint_dir, every_steps=backup_every_steps or steps_per_epoch,
+    backup = Backup(checkpoint_dir, every_steps=backup_every_steps, steps_per_epoch=steps_per_epoch,
                     steps_per_execution=steps_per_execution, multi_worker=multi_worker)
     return [backup, history], history
 
 
 class Backup(tf_keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` every N steps (by default once per epoch, at its last step) that also saves the step in
-    progress when SIGTERM or SIGINT arrives, then stops the run.
+    """`BackupAndRestore` once per epoch, or every N steps, that also saves the step in progress when SIGTERM or
+    SIGINT arrives, then stops the run.
 
-    It always saves at step granularity (Keras resumes mid-epoch then), records the last step an execution ran
-    (Keras records the first), and keeps the backup after `fit` (the run discards it once the result is published).
-    Under many workers a save is a collective: a signal to one worker cannot be saved by it alone, so that worker
-    stops at once and the others follow when they lose it; on Google Cloud, tf-keras's `save_before_preemption`
-    coordinates a save on all workers instead (docs/distributed.md).
+    It always saves with step granularity (so that Keras resumes mid-epoch), records the step it saves (Keras
+    would record the first step of an execution, and assigns a TF variable at every step to do so: 40% of an MLP
+    step at batch 32), uses no per-step hook unless the backups are more frequent than the epochs (a stop request
+    then ends `fit` through `stop_training`, and the step reached is read off Keras's step counter), and keeps the
+    backup after `fit` (the run discards it once the result is published). Under many workers a save is a
+    collective: a worker that receives a signal alone cannot save, so it stops at once and the others follow when
+    they lose it; on Google Cloud, tf-keras's `save_before_preemption` coordinates a save on all workers instead
+    (docs/distributed.md).
     """
 
-    def __init__(self, backup_dir, every_steps, steps_per_execution, multi_worker):
-        # Keras counts callbacks, one per execution of `steps_per_execution` steps.
-        super().__init__(backup_dir, save_freq=max(1, round(every_steps / steps_per_execution)),
-                         delete_checkpoint=False, save_before_preemption=multi_worker)
+    def __init__(self, backup_dir, every_steps, steps_per_epoch, steps_per_execution, multi_worker):
+        executions_per_epoch = -(-steps_per_epoch // steps_per_execution)  # Keras calls back once per execution
+        save_freq = executions_per_epoch if every_steps is None else max(1, every_steps // steps_per_execution)
+        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False,
+                         save_before_preemption=multi_worker)
+        self.every_step_saves = save_freq < executions_per_epoch
         self.multi_worker = multi_worker
         self._previous_handlers = {}
+
+    def _implements_train_batch_hooks(self):
+        return self.every_step_saves
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -184,9 +192,15 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         if not signals.watching():  # called in-process (tests): plain handlers in the main thread
             for signum in signals.SIGNALS:
                 self._previous_handlers[signum] = signal.signal(signum, lambda s, _: signals.handle(s))
-        signals.training(True)
+        signals.training(True, stop=self._request_stop, alone=not self.multi_worker,
+                         where=f"the last backup in {self.backup_dir}")
+
+    def _request_stop(self):
+        self.model.stop_training = True  # `fit` ends after the step in progress
 
     def on_train_end(self, logs=None):
+        if signals.requested is not None:  # the request ended `fit` between two epochs
+            self._stop_where_training_is(self._current_epoch)
         self._end()
         super().on_train_end(logs)
 
@@ -196,34 +210,48 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
             signal.signal(signum, previous)
         self._previous_handlers = {}
 
+    def on_train_batch_begin(self, batch, logs=None):
+        """Nothing: `_backup` records the step it saves."""
+
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)
         if signals.requested is not None:
-            self._stop(batch)
+            self._stop(self._current_epoch, batch)
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if signals.requested is not None:
-            self._stop(None)
+        if signals.requested is not None:  # `fit` left the epoch early, or the request came during its end
+            self._stop_where_training_is(epoch)
+        if not self.every_step_saves:
+            self._backup(epoch, (self.params.get("steps") or 0) - 1)
+
+    def _stop_where_training_is(self, epoch):
+        """Stops at the step Keras's step counter has reached in `epoch` (the counter is part of the backup)."""
+        steps = self.params.get("steps") or 0
+        done = int(self.model._train_counter.numpy()) - epoch * steps
+        if done >= steps:
+            self._stop(epoch, steps - 1)
+        if done > 0:
+            self._stop(epoch, done - 1)
+        if epoch > 0:
+            self._stop(epoch - 1, steps - 1)
+        self._stop(None, None)
 
     def _backup(self, epoch, batch=0):
+        self._training_state._ckpt_saved_epoch.assign(epoch)
         self._training_state._ckpt_saved_batch.assign(batch)
         super()._backup(epoch, batch)
 
-    def _stop(self, batch):
+    def _stop(self, epoch, step):
+        """Saves the training state at (epoch, step) (0-based; None: nothing done yet) and stops the run."""
         name = signal.Signals(signals.requested).name
-        if self.multi_worker:
-            self._end()
-            raise Stopped(f"stopped by {name}; a save needs every worker, so this one stopped without it: rerun "
-                          f"every worker to resume from the last backup in {self.backup_dir}.")
         steps = self.params.get("steps") or 0
-        step = steps - 1 if batch is None else batch
-        self._backup(self._current_epoch, step)
+        if epoch is not None:
+            self._backup(epoch, step)
         self._end()
-        logging.info("Stopped by %s: saved the backup at epoch %d, step %d of %d in %s.", name,
-                     self._current_epoch + 1, step + 1, steps, self.backup_dir)
-        raise Stopped(f"stopped by {name} at epoch {self._current_epoch + 1}, step {step + 1} of {steps}; the "
-                      f"backup is saved in {self.backup_dir}: rerun the same command to resume.")
+        where = f"epoch {epoch + 1}, step {step + 1} of {steps}" if epoch is not None else "before its first step"
+        logging.info("Stopped by %s: saved the backup at %s in %s.", name, where, self.backup_dir)
+        raise Stopped(f"stopped by {name} at {where}; the backup is saved in {self.backup_dir}: rerun the same "
+                      "command to resume.")
 
 
 class EpochHistory(tf_keras.callbacks.Callback):

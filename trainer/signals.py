@@ -25,6 +25,9 @@ STOP_DEADLINE_SECONDS = 20.0  # Kubernetes' default grace period is 30 s
 held_leases = []   # trainer.backup.Lease objects to release before exiting
 requested = None   # the signal that asked training to stop
 _training = False
+_stop = None       # asks training to stop after the step in progress
+_alone = True      # False under many workers: a save needs them all, so a signal to one cannot be saved
+_where = "the last backup"
 _watching = False
 _deadline = None   # the timer that exits if training does not stop in time
 
@@ -59,8 +62,13 @@ def _watch():
 def handle(signum):
     """What a SIGTERM/SIGINT does now (also the plain signal handler of an in-process run: tests)."""
     global requested, _deadline
+    if _training and requested is None and not _alone:
+        exit_now(signum, f"a save needs every worker, so this one stopped without it (rerun every worker to resume "
+                         f"from {_where}); ")
     if _training and requested is None:
         requested = signum
+        if _stop is not None:
+            _stop()
         logging.info("%s received: saving a backup after the step in progress, then stopping.",
                      signal.Signals(signum).name)
         _deadline = threading.Timer(STOP_DEADLINE_SECONDS, exit_now,
@@ -71,10 +79,11 @@ def handle(signum):
     exit_now(signum)
 
 
-def training(active):
-    """`fit` is running (Backup callback): a signal asks it to stop after the step in progress."""
-    global _training, requested, _deadline
-    _training = active
+def training(active, stop=None, alone=True, where="the last backup"):
+    """`fit` is running (Backup callback): a signal asks it to stop after the step in progress (`stop()`), or,
+    when the process is not `alone` (many workers), ends it at once."""
+    global _training, requested, _deadline, _stop, _alone, _where
+    _training, _stop, _alone, _where = active, stop, alone, where
     if not active:
         requested = None
         if _deadline is not None:  # training stopped (the backup saved): no need to force the exit
@@ -87,6 +96,7 @@ def exit_now(signum, why=""):
         lease.release()
     where = "during training" if _training else "outside training"
     from trainer import logs
-    os.write(logs.real_stderr(), (f"fmnist-train: error: stopped by {signal.Signals(signum).name} {where}; {why}a rerun of the same "
-                 "command resumes from the last backup.\n").encode())
+    message = (f"fmnist-train: error: stopped by {signal.Signals(signum).name} {where}; {why}a rerun of the same "
+               "command resumes from the last backup.\n")
+    os.write(logs.real_stderr(), message.encode())
     os._exit(RETRY)
