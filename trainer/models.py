@@ -72,7 +72,7 @@ def vgg():
 
     Five 3x3 convolutions (32, then 64, 64, then 128, 128 filters), each followed by batch normalization and ReLU,
     max-pooling after the first and the third, then the 7x7x128 feature map flattened into the classifier: the
-    widest shape whose 18 epochs fit ten minutes on a 2-core CPU (docs/benchmarks.md, "strong model").
+    widest shape whose 18 epochs fit ten minutes on a 2-core CPU (docs/benchmarks.md, "The strong model").
     """
     from tf_keras import Input, Model, layers
 

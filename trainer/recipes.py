@@ -91,7 +91,7 @@ def _seed(model_name):
 
 
 def _fast(model_name):
-    """The seed's accuracy in a fraction of its time, for the same network (docs/benchmarks.md, "fast recipe")."""
+    """The seed's accuracy in a fraction of its time, for the same network (docs/benchmarks.md, "Fast training")."""
     if model_name == "mlp":  # one thread per op: the tiny MLP's ops are too small to split
         return Recipe(name="fast", epochs=5, batch_size=128, learning_rate=2e-3, schedule="linear_decay",
                       label_smoothing=0.1, steps_per_execution=64, threads_per_op=1, mixed_precision=True)
@@ -100,7 +100,7 @@ def _fast(model_name):
 
 
 def _strong(model_name):
-    """The `vgg` model's recipe, tuned on --validation_split=0.1 (docs/benchmarks.md, "strong model").
+    """The `vgg` model's recipe, tuned on --validation_split=0.1 (docs/benchmarks.md, "The strong model").
 
     18 epochs fit ten minutes of training in mixed bfloat16 on the benchmark CPU; on hardware without native
     bfloat16 they take longer: pass --epochs=12 to keep the time.
