@@ -23,6 +23,7 @@ import uuid
 import tensorflow as tf
 import tf_keras
 from absl import logging
+from tf_keras.src.utils.mode_keys import ModeKeys
 
 from trainer import signals
 from trainer.errors import RETRY, RetryableError, UserError
@@ -77,8 +78,9 @@ def prepare_restore(checkpoint_dir):
 
     Every worker runs this on the same shared folder and reaches the same verdict; its changes are idempotent.
     """
-    checkpoints = f"{checkpoint_dir.rstrip('/')}/{CHECKPOINTS}"
-    if tf.io.gfile.exists(f"{checkpoint_dir.rstrip('/')}/{TOMBSTONE}"):
+    directory = checkpoint_dir.rstrip("/")
+    checkpoints = f"{directory}/{CHECKPOINTS}"
+    if tf.io.gfile.exists(f"{directory}/{TOMBSTONE}"):
         logging.warning("The backup in %s belongs to a run that finished (its clean-up was cut short): "
                         "discarding it and starting over.", checkpoint_dir)
         discard(checkpoint_dir)
@@ -96,19 +98,20 @@ def prepare_restore(checkpoint_dir):
     candidates = list(dict.fromkeys([*reversed(listed), *(f"{checkpoints}/{n}" for n in reversed(on_disk))]))
     if not candidates:
         return
+    newest_problem = None
     for path in candidates:
         problem = checkpoint_problem(path)
         if problem is None:
             if state is None or path != state.model_checkpoint_path:
                 logging.warning("The newest backup in %s cannot be restored (%s): resuming from %s instead.",
-                                checkpoints, checkpoint_problem(candidates[0]) or "its index is damaged",
-                                os.path.basename(path))
+                                checkpoints, newest_problem or "its index is damaged", os.path.basename(path))
                 tf.compat.v1.train.update_checkpoint_state(checkpoints, path, all_model_checkpoint_paths=[path])
             return
+        newest_problem = newest_problem or problem
     logging.warning("The backup in %s cannot be restored (%s): starting over from epoch 1.", checkpoints,
-                    checkpoint_problem(candidates[0]))
+                    newest_problem)
     _remove(checkpoints)
-    _remove(f"{checkpoint_dir.rstrip('/')}/{HISTORY_FILE}")
+    _remove(f"{directory}/{HISTORY_FILE}")
 
 
 def checkpoint_problem(path):
@@ -131,10 +134,20 @@ def discard(checkpoint_dir):
         f.write("this backup belongs to a finished run\n")
     for name in tf.io.gfile.listdir(directory):
         name = name.rstrip("/")
-        if name not in (TOMBSTONE,) and not name.startswith(".lease"):
+        if name != TOMBSTONE and not name.startswith(".lease"):
             _remove(f"{directory}/{name}")
     _remove(f"{directory}/{TOMBSTONE}")
     remove_if_empty(directory)
+
+
+def _write_json(path, value):
+    """Writes `value` to `path` through TensorFlow's file systems so that a reader never sees half of it: a
+    temporary file of this process's own, then a rename over the old one."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    temporary = f"{path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        json.dump(value, f)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def _remove(path):
@@ -178,6 +191,7 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False,
                          save_before_preemption=multi_worker)
         self.every_step_saves = save_freq < executions_per_epoch
+        self.steps_per_epoch = steps_per_epoch
         self.multi_worker = multi_worker
         self._previous_handlers = {}
 
@@ -190,8 +204,7 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         if handler is not None:  # tf-keras enabled save_before_preemption (on Google Cloud): exit as "retry me"
             handler._exit_fn = lambda: os._exit(RETRY)
         if not signals.watching():  # called in-process (tests): plain handlers in the main thread
-            for signum in signals.SIGNALS:
-                self._previous_handlers[signum] = signal.signal(signum, lambda s, _: signals.handle(s))
+            self._previous_handlers = signals.install_handlers()
         signals.training(True, stop=self._request_stop, alone=not self.multi_worker,
                          where=f"the last backup in {self.backup_dir}")
 
@@ -222,11 +235,11 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         if signals.requested is not None:  # `fit` left the epoch early, or the request came during its end
             self._stop_where_training_is(epoch)
         if not self.every_step_saves:
-            self._backup(epoch, (self.params.get("steps") or 0) - 1)
+            self._backup(epoch, self.steps_per_epoch - 1)
 
     def _stop_where_training_is(self, epoch):
         """Stops at the step Keras's step counter has reached in `epoch` (the counter is part of the backup)."""
-        steps = self.params.get("steps") or 0
+        steps = self.steps_per_epoch
         done = int(self.model._train_counter.numpy()) - epoch * steps
         if done >= steps:
             self._stop(epoch, steps - 1)
@@ -244,11 +257,11 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
     def _stop(self, epoch, step):
         """Saves the training state at (epoch, step) (0-based; None: nothing done yet) and stops the run."""
         name = signal.Signals(signals.requested).name
-        steps = self.params.get("steps") or 0
         if epoch is not None:
             self._backup(epoch, step)
         self._end()
-        where = f"epoch {epoch + 1}, step {step + 1} of {steps}" if epoch is not None else "before its first step"
+        where = (f"epoch {epoch + 1}, step {step + 1} of {self.steps_per_epoch}" if epoch is not None
+                 else "before its first step")
         logging.info("Stopped by %s: saved the backup at %s in %s.", name, where, self.backup_dir)
         raise Stopped(f"stopped by {name} at {where}; the backup is saved in {self.backup_dir}: rerun the same "
                       "command to resume.")
@@ -271,10 +284,8 @@ class EpochHistory(tf_keras.callbacks.Callback):
         state = getattr(self.model, "_training_state", None)
         if state is None:
             return
-        epoch, batch = int(state._ckpt_saved_epoch.numpy()), int(state._ckpt_saved_batch.numpy())
-        if epoch < 0 or batch < 0:
-            return
-        epoch, step = (epoch + 1, 0) if batch >= self.steps_per_epoch - 1 else (epoch, batch + 1)
+        epoch, step = (int(value) for value in  # NumPy integers: metrics.json needs Python ones
+                       state.maybe_load_initial_counters_from_ckpt(self.steps_per_epoch, 0, ModeKeys.TRAIN))
         if epoch > 0 or step > 0:
             self.resumed_from_epoch, self.resumed_from_step = epoch, step
             self.rows = self._read_rows(epoch)
@@ -302,10 +313,7 @@ class EpochHistory(tf_keras.callbacks.Callback):
         self.rows.append(row)
         self.epochs_this_run += 1
         if self.write:
-            tf.io.gfile.makedirs(os.path.dirname(self.path))
-            with tf.io.gfile.GFile(self.path + ".tmp", "w") as f:
-                json.dump(self.rows, f)
-            tf.io.gfile.rename(self.path + ".tmp", self.path, overwrite=True)
+            _write_json(self.path, self.rows)
 
 
 # ---- one instance at a time ----------------------------------------------------------------------------------------
@@ -363,7 +371,7 @@ class Lease:
                 return False
             except PermissionError:
                 return True
-            return held.get("pid") != self.record["pid"] or held.get("owner") == self.record["owner"]
+            return held.get("pid") != self.record["pid"]  # this process's own old lease: a run that crashed
         return held.get("expires", 0) > time.time()
 
     def _read(self):
@@ -374,12 +382,7 @@ class Lease:
             return None
 
     def _write(self):
-        record = {**self.record, "expires": time.time() + LEASE_SECONDS}
-        tf.io.gfile.makedirs(os.path.dirname(self.path))
-        temporary = f"{self.path}.{self.record['owner']}.tmp"
-        with tf.io.gfile.GFile(temporary, "w") as f:
-            json.dump(record, f)
-        tf.io.gfile.rename(temporary, self.path, overwrite=True)
+        _write_json(self.path, {**self.record, "expires": time.time() + LEASE_SECONDS})
 
     def _renew(self):
         while not self._stop.wait(LEASE_RENEW_SECONDS):

@@ -46,8 +46,12 @@ def reinstall():
     """The plain handlers again, once the strategy exists: a multi-worker strategy's runtime installs a SIGTERM
     handler of its own that only notifies its preemption watcher. A no-op in-process (tests) unless watching."""
     if _watching:
-        for signum in SIGNALS:
-            signal.signal(signum, lambda received, frame: handle(received))
+        install_handlers()
+
+
+def install_handlers():
+    """Plain handlers that call `handle`; returns the ones they replace."""
+    return {signum: signal.signal(signum, lambda received, frame: handle(received)) for signum in SIGNALS}
 
 
 def watching():

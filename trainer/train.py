@@ -35,10 +35,11 @@ def run(cfg, splits=None, strategy=None):
     job, recipe = cfg.job, cfg.recipe
     tf_config = distribution.cluster_spec_from_env()
     chief = distribution.is_chief(tf_config)
+    multi_worker = distribution.cluster_size(tf_config) > 1
     output, finished = check_outputs(cfg, chief)
     if finished:
         return finished
-    configure_threads(recipe, multi_process=distribution.cluster_size(tf_config) > 1)
+    configure_threads(recipe, multi_process=multi_worker)
     if strategy is None:
         strategy = distribution.get_strategy(job.strategy, tf_config)
         signals.reinstall()
@@ -60,7 +61,7 @@ def run(cfg, splits=None, strategy=None):
         staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
         history, train_seconds = fit(cfg, model, splits, train, validation,
                                      log_dir=tensorboard_dir(job, output, chief, staging), chief=chief,
-                                     multi_worker=distribution.cluster_size(tf_config) > 1)
+                                     multi_worker=multi_worker)
 
         trained = plain_copy(job.model, model)
         test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
