@@ -65,8 +65,8 @@ def confusion_matrix(run, path):
     The two are shaded on their own scales (errors are tens, correct answers hundreds), so the errors stay visible.
     """
     classes = run.class_names
-    matrix = np.asarray(run.metrics.get("confusion_matrix") or _confusion(run, len(classes)), dtype=np.int64)
     n = len(classes)
+    matrix = _confusion(run, n)
     diagonal = np.eye(n, dtype=bool)
     fig, ax = plt.subplots(figsize=(7.0, 6.2))
     correct_norm = mcolors.Normalize(0, max(1, matrix[diagonal].max()))
@@ -79,14 +79,7 @@ def confusion_matrix(run, path):
             shade = (correct_norm if t == p else error_norm)(value)
             ax.text(p, t, f"{value}", ha="center", va="center", fontsize=9.5 if value < 1000 else 8.5,
                     color="white" if shade > 0.55 else ("#888888" if value == 0 else "black"))
-    ax.set_xticks(range(n), classes, rotation=40, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
-    ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
-    ax.grid(which="minor", color="white", linewidth=1)
-    ax.tick_params(which="minor", length=0)
+    _class_axes(ax, classes)
     accuracy = run.metrics.get("test_accuracy")
     title = f"{run.name}: confusion matrix" + (f" (test accuracy {accuracy:.4f})" if accuracy is not None else "")
     ax.set_title(title)
@@ -97,9 +90,7 @@ def confusion_change(base, other, path):
     """other's confusion matrix minus base's: green where `other` has more correct or fewer errors, purple worse."""
     classes = base.class_names
     n = len(classes)
-    a = np.asarray(base.metrics.get("confusion_matrix") or _confusion(base, n), dtype=np.int64)
-    b = np.asarray(other.metrics.get("confusion_matrix") or _confusion(other, n), dtype=np.int64)
-    change = b - a
+    change = _confusion(other, n) - _confusion(base, n)
     # Better = more on the diagonal, fewer off it: flip the sign of the errors so that green always means better.
     goodness = np.where(np.eye(n, dtype=bool), change, -change)
     limit = max(1, np.abs(goodness).max())
@@ -111,6 +102,21 @@ def confusion_change(base, other, path):
             strong = abs(goodness[t, p]) / limit > 0.6
             ax.text(p, t, f"{value:+d}" if value else "0", ha="center", va="center", fontsize=9.5,
                     color="white" if strong else ("#888888" if value == 0 else "black"))
+    _class_axes(ax, classes)
+    ax.set_title(f"{other.name} minus {base.name}: change in counts\n"
+                 f"(green: {other.name} better, purple: {other.name} worse)", fontsize=11)
+    return _save(fig, path)
+
+
+def _confusion(run, n):
+    """The run's confusion matrix: metrics.json's, else counted from its test predictions."""
+    recorded = run.metrics.get("confusion_matrix")
+    return np.asarray(recorded, dtype=np.int64) if recorded else scores.confusion_matrix(run.labels, run.predicted, n)
+
+
+def _class_axes(ax, classes):
+    """Class names on both axes (true class down, predicted across), the cells parted by white lines."""
+    n = len(classes)
     ax.set_xticks(range(n), classes, rotation=40, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted class")
@@ -119,13 +125,6 @@ def confusion_change(base, other, path):
     ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
-    ax.set_title(f"{other.name} minus {base.name}: change in counts\n"
-                 f"(green: {other.name} better, purple: {other.name} worse)", fontsize=11)
-    return _save(fig, path)
-
-
-def _confusion(run, n):
-    return scores.confusion_matrix(run.labels, run.predicted, n)
 
 
 def has_history(run):
