@@ -1,6 +1,7 @@
 """What the benchmark scripts share: their data flags, the trainer run as a user runs it, the machine's description.
 
-Each script puts bench/ on sys.path (it is run as `python bench/NAME.py`) and imports from here.
+Each script puts bench/ on sys.path (it is run as `python bench/NAME.py`) and imports from here; so do the tests
+(tests/conftest.py, tests/fault_soak.py) for the trainer's environment and free ports.
 """
 
 import os
@@ -51,9 +52,14 @@ def train(args, name, *flags, env=None):
     return metrics
 
 
+# What a launcher sets for the trainer (a cluster, Vertex AI's output locations): never inherited by a run started
+# here, which sets them itself when it means to.
+LAUNCHER_ENV = ("TF_CONFIG", "CLUSTER_SPEC", "AIP_MODEL_DIR", "AIP_CHECKPOINT_DIR", "AIP_TENSORBOARD_LOG_DIR")
+
+
 def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_CONFIG", "CLUSTER_SPEC", "AIP_MODEL_DIR", "AIP_CHECKPOINT_DIR", "AIP_TENSORBOARD_LOG_DIR")}
+    """This process's environment without the launcher's variables, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
     env.update(extra or {})
     return env
 
@@ -67,6 +73,7 @@ def load_split(args, split):
 
 
 def free_ports(count):
+    """Ports free on loopback right now (the OS picks them; the sockets are closed before use)."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))

@@ -21,7 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA_DIR = os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds")
 _default_manual = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
 TFDS_MANUAL_DIR = os.environ.get("TFDS_MANUAL_DIR") or (str(_default_manual) if _default_manual.is_dir() else "")
-LAUNCHER_ENV = ("TF_CONFIG", "CLUSTER_SPEC", "AIP_MODEL_DIR", "AIP_CHECKPOINT_DIR", "AIP_TENSORBOARD_LOG_DIR")
+sys.path.insert(0, str(ROOT / "bench"))
+from common import LAUNCHER_ENV, clean_env, free_ports  # noqa: E402,F401  (free_ports: for the tests)
 
 for _name in LAUNCHER_ENV:  # the in-process trainer reads TF_CONFIG/CLUSTER_SPEC from os.environ
     os.environ.pop(_name, None)
@@ -99,15 +100,9 @@ def gcs(monkeypatch):
     server.stop()
 
 
-def trainer_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
-    env.update(extra or {})
-    return env
-
-
 def run_trainer(*args, env=None, timeout=600, module="trainer.task"):
     """Runs the trainer as a user would (a fresh process); returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=trainer_env(env),
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=clean_env(env),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -118,20 +113,6 @@ def read_metrics(output_dir):
 
 def assert_ok(result):
     assert result.returncode == 0, f"trainer failed ({result.returncode}):\n{result.stderr[-4000:]}"
-
-
-def free_ports(count):
-    """Ports free on loopback right now (the OS picks them; the sockets are closed before use)."""
-    import socket
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def worker_tf_configs(count):
@@ -145,7 +126,7 @@ def start_trainer(*args, env=None, log_path):
     """Starts the trainer in the background, its output going to `log_path`; returns the Popen (the trainer's own
     process: signals sent to it reach Python, not a shell)."""
     log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "trainer.task", *args], cwd=ROOT, env=trainer_env(env),
+    return subprocess.Popen([sys.executable, "-m", "trainer.task", *args], cwd=ROOT, env=clean_env(env),
                             stdout=log, stderr=subprocess.STDOUT, text=True)
 
 

@@ -20,12 +20,13 @@ import pathlib
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from common import clean_env, free_ports  # noqa: E402  (the trainer's environment and ports, as the benchmarks)
 RETRY = 75
 PHASES = ("start-up", "training", "evaluation/export/publishing")
 
@@ -37,15 +38,8 @@ def trainer_command(args, out, extra=()):
             f"--output_dir={out}", f"--data_dir={args.data_dir}", *manual, *extra]
 
 
-def environment(extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "CLUSTER_SPEC", "AIP_MODEL_DIR",
-                                                             "AIP_CHECKPOINT_DIR", "AIP_TENSORBOARD_LOG_DIR")}
-    env.update(extra or {})
-    return env
-
-
 def start(command, log_path, env=None):
-    return subprocess.Popen(command, cwd=ROOT, env=environment(env), stdout=open(log_path, "w"),
+    return subprocess.Popen(command, cwd=ROOT, env=clean_env(env), stdout=open(log_path, "w"),
                             stderr=subprocess.STDOUT)
 
 
@@ -226,16 +220,6 @@ class Soak:
         print(f"\n{kills} kills; problems: {len(self.problems)}")
         for problem in self.problems:
             print(f"PROBLEM: {problem}")
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def main(argv=None):

@@ -23,7 +23,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "k8s"))
 import tf_config  # noqa: E402  (k8s/tf_config.py: the multi-worker pods' launcher)
+import gcloud_sdk  # noqa: E402,I100  (tests/gcloud_sdk.py: the Google Cloud SDK's aiplatform client)
 
 # The launchers' checks run the checkers and launchers as processes (hadolint, kubectl, kubernetes-validate,
 # checkov, shellcheck, gcloud, the scripts), or read what kubectl rendered: the end-to-end layer (`make test`).
@@ -941,44 +941,7 @@ def test_hptuning_spec_matches_the_hyperparameter_tuning_job_schema(hptuning_sch
         assert complaint in " | ".join(e.message for e in hptuning_schema.iter_errors(broken)), complaint
 
 
-def google_cloud_sdk():
-    gcloud = shutil.which("gcloud")
-    if not gcloud:
-        return None
-    root = pathlib.Path(gcloud).resolve().parent.parent
-    lib = root / "lib" / "googlecloudsdk" / "generated_clients" / "apis" / "aiplatform" / "v1"
-    return root if lib.is_dir() else None
-
-
-SDK_CHECK = r'''
-import json, sys
-root = sys.argv[1]
-sys.path[:0] = [root + "/lib", root + "/lib/third_party"]
-from apitools.base.protorpclite import messages as pm
-from googlecloudsdk.core import yaml as gyaml
-from googlecloudsdk.api_lib.util import messages as messages_util
-from googlecloudsdk.generated_clients.apis.aiplatform.v1 import aiplatform_v1_messages as m
-from googlecloudsdk.command_lib.export import util as export_util
-
-def kind(field):
-    if isinstance(field, pm.EnumField):
-        return {"enum": sorted(field.type.names())}
-    if isinstance(field, pm.MessageField):
-        return {"message": field.type.__name__}
-    return {pm.StringField: "string", pm.BooleanField: "boolean", pm.IntegerField: "integer",
-            pm.FloatField: "number", pm.BytesField: "string"}[type(field)]
-
-def unrecognized(message, path=""):
-    found = [path + "/" + name for name in message.all_unrecognized_fields()]
-    for field in message.all_fields():
-        values = getattr(message, field.name)
-        values = values if field.repeated else [values]
-        for i, value in enumerate(values):
-            if isinstance(value, pm.Message):
-                found += unrecognized(value, f"{path}/{field.name}[{i}]")
-    return found
-
-request = json.load(sys.stdin)
+SDK_CHECK = gcloud_sdk.PRELUDE + r'''
 fields = {}
 for name in request["messages"]:
     cls = getattr(m, name)
@@ -1003,11 +966,10 @@ print(json.dumps({"fields": fields, "unrecognized": parsed}))
 def test_schemas_and_specs_agree_with_the_google_cloud_sdk(schema, hptuning_schema, tmp_path):
     """Every field of both schemas is the SDK's aiplatform v1 client's, with its type; the specs parse cleanly the
     way gcloud parses them, and a misspelt field does not."""
-    root = google_cloud_sdk()
+    root = gcloud_sdk.root()
     if root is None:
         pytest.skip("the Google Cloud SDK (gcloud) is not installed: the schemas are checked on their own")
-    python = root / "platform" / "bundledpythonunix" / "bin" / "python3"
-    python = python if python.exists() else sys.executable
+    python = gcloud_sdk.python(root)
     defs = {**schema.schema["$defs"], **hptuning_schema.schema["$defs"]}
     messages = {d["x-message"]: name for name, d in defs.items() if "x-message" in d}
     specs = [str(ROOT / "jobs" / f"customjob-{name}.yaml") for name in VERTEX_SPECS]
@@ -1263,7 +1225,7 @@ def test_submit_vertex_through_the_real_gcloud(tmp_path, schema, hptuning_schema
     """jobs/submit_vertex.sh with the real gcloud CLI (its own flag parsing, config reading and request building),
     sending to a local stand-in for the Vertex AI API (api_endpoint_overrides) with a dummy access token: what
     arrives is exactly what Vertex AI would receive."""
-    if google_cloud_sdk() is None:
+    if gcloud_sdk.root() is None:
         pytest.skip("the Google Cloud SDK (gcloud) is not installed")
     endpoint, received = fake_vertex_api
     token = tmp_path / "token"
