@@ -213,3 +213,43 @@ def test_a_rerun_after_the_backup_lost_its_data_files_starts_over_and_finishes(f
     metrics = train_in_process(tmp_path / "out", data, **settings)
     assert "cannot be restored" in caplog.text and "starting over from epoch 1" in caplog.text
     assert metrics["resumed_from_epoch"] == 0 and [row["epoch"] for row in metrics["history"]] == [1, 2, 3]
+
+
+def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_weights(fashion, tmp_path,
+                                                                                      monkeypatch):
+    """The stream restarts at the backup's global step with the same batches and the same augmentation draws, so
+    a preempted run is not a different run: its weights are bit-identical to those of a run never stopped."""
+    from trainer import signals
+    data = splits(fashion, 1000, test_examples=200)
+    settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, backup_every_steps=5, max_shift=2,
+                    horizontal_flip=True)
+    uninterrupted = train_in_process(tmp_path / "uninterrupted", data, **settings)
+
+    on_batch_end, calls = backup.Backup.on_train_batch_end, []
+
+    def sigterm_at_the_25th_step(self, batch, logs=None):  # epoch 2 of 3, step 9 of 16
+        calls.append(batch)
+        if len(calls) == 25:
+            signals.handle(signal.SIGTERM)
+        on_batch_end(self, batch, logs)
+    monkeypatch.setattr(backup.Backup, "on_train_batch_end", sigterm_at_the_25th_step)
+    with pytest.raises(backup.Stopped, match="at epoch 2, step 9 of 16"):
+        train_in_process(tmp_path / "resumed", data, **settings)
+    monkeypatch.setattr(backup.Backup, "on_train_batch_end", on_batch_end)
+    resumed = train_in_process(tmp_path / "resumed", data, **settings)
+
+    assert (resumed["resumed_from_epoch"], resumed["resumed_from_step"]) == (1, 9)
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
+    assert resumed["test_accuracy"] == uninterrupted["test_accuracy"]
+
+
+def test_the_stream_starts_where_keras_continues(tmp_path):
+    """resume_step reads the backup's saved (epoch, batch) with Keras's rule: the step after the one saved."""
+    assert backup.resume_step(str(tmp_path), steps_per_epoch=16) == 0  # no backup: from the start
+    epoch, batch = tf.Variable(1, dtype=tf.int64), tf.Variable(8, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(ckpt_saved_epoch=epoch, ckpt_saved_batch=batch)
+    tf.train.CheckpointManager(checkpoint, f"{tmp_path}/chief", max_to_keep=1).save()
+    assert backup.resume_step(str(tmp_path), steps_per_epoch=16) == 16 + 9
+    batch.assign(15)  # the last step of epoch 2: the next epoch's first step
+    tf.train.CheckpointManager(checkpoint, f"{tmp_path}/chief", max_to_keep=1).save()
+    assert backup.resume_step(str(tmp_path), steps_per_epoch=16) == 32

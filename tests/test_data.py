@@ -169,3 +169,21 @@ def test_load_splits_holds_out_the_end_of_the_first_training_examples(monkeypatc
 @pytest.mark.parametrize("examples, batch, steps", [(60000, 32, 1875), (1000, 128, 8), (128, 128, 1), (1, 64, 1)])
 def test_an_epoch_is_every_example_once_the_last_batch_short(examples, batch, steps):
     assert data.steps_per_epoch(examples, batch) == steps
+
+
+@pytest.mark.parametrize("augmented", [False, True], ids=["plain", "augmented"])
+def test_a_stream_started_at_step_k_is_the_full_streams_batches_from_k_on(mock_arrays, augmented):
+    """What a resumed run relies on: every batch (order and augmentation draws) depends on the seed and its global
+    step alone, across epoch boundaries too."""
+    augmentation = recipes.get("strong", "vgg").augmentation if augmented else None
+
+    def batches(start_step, count):
+        stream = iter(data.train_dataset(*mock_arrays, batch_size=32, input_shape=(28, 28, 1), seed=5,
+                                         augmentation=augmentation, start_step=start_step))
+        return [tuple(part.numpy() for part in next(stream)) for _ in range(count)]
+    steps = data.steps_per_epoch(len(mock_arrays[1]), 32)
+    full = batches(0, 3 * steps)
+    for start in (1, steps - 1, steps, 2 * steps + 1):
+        for (images, labels), (expected_images, expected_labels) in zip(batches(start, 3), full[start:start + 3]):
+            np.testing.assert_array_equal(images, expected_images)
+            np.testing.assert_array_equal(labels, expected_labels)

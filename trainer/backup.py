@@ -114,6 +114,23 @@ def prepare_restore(checkpoint_dir):
     _remove(f"{directory}/{HISTORY_FILE}")
 
 
+def resume_step(checkpoint_dir, steps_per_epoch):
+    """The global step a run restored from `checkpoint_dir` continues at (0 without a backup).
+
+    Read before `fit`, so that the training stream can start there (data.train_dataset); the rule is Keras's
+    (`maybe_load_initial_counters_from_ckpt`, step-granular saves), and EpochHistory checks that Keras agrees.
+    """
+    latest = tf.train.latest_checkpoint(f"{checkpoint_dir.rstrip('/')}/{CHECKPOINTS}")
+    if latest is None:
+        return 0
+    reader = tf.train.load_checkpoint(latest)
+    epoch, batch = (int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                    for name in ("ckpt_saved_epoch", "ckpt_saved_batch"))
+    if epoch < 0 or batch < 0:
+        return 0
+    return epoch * steps_per_epoch + batch + 1
+
+
 def checkpoint_problem(path):
     """None when every tensor of the checkpoint at `path` reads back, else what is wrong with it."""
     try:
@@ -162,10 +179,14 @@ def _remove(path):
 
 # ---- the callbacks -----------------------------------------------------------------------------------------------
 
-def callbacks(checkpoint_dir, chief, backup_every_steps, steps_per_epoch, steps_per_execution, multi_worker):
-    """Keras's backup of the training state (saving on SIGTERM/SIGINT too), and the history that goes with it."""
+def callbacks(checkpoint_dir, chief, backup_every_steps, steps_per_epoch, steps_per_execution, multi_worker,
+              start_step=0):
+    """Keras's backup of the training state (saving on SIGTERM/SIGINT too), and the history that goes with it.
+
+    `start_step`: the global step the training stream starts at (resume_step); Keras must continue there too.
+    """
     history = EpochHistory(os.path.join(checkpoint_dir, HISTORY_FILE), write=chief,
-                           steps_per_epoch=steps_per_epoch)
+                           steps_per_epoch=steps_per_epoch, start_step=start_step)
     backup = Backup(checkpoint_dir, every_steps=backup_every_steps, steps_per_epoch=steps_per_epoch,
                     steps_per_execution=steps_per_execution, multi_worker=multi_worker)
     return [backup, history], history
@@ -273,9 +294,9 @@ class EpochHistory(tf_keras.callbacks.Callback):
     It also says, in the log, where a run resumes when it does not start afresh.
     """
 
-    def __init__(self, path, write, steps_per_epoch):
+    def __init__(self, path, write, steps_per_epoch, start_step=0):
         super().__init__()
-        self.path, self.write, self.steps_per_epoch = path, write, steps_per_epoch
+        self.path, self.write, self.steps_per_epoch, self.start_step = path, write, steps_per_epoch, start_step
         self.rows, self.resumed_from_epoch, self.resumed_from_step, self.epochs_this_run = [], 0, 0, 0
         self._epoch_started = 0.0
 
@@ -286,6 +307,10 @@ class EpochHistory(tf_keras.callbacks.Callback):
             return
         epoch, step = (int(value) for value in  # NumPy integers: metrics.json needs Python ones
                        state.maybe_load_initial_counters_from_ckpt(self.steps_per_epoch, 0, ModeKeys.TRAIN))
+        if epoch * self.steps_per_epoch + step != self.start_step:  # a bug, not a user's mistake: crash
+            raise RuntimeError(f"Keras continues at epoch {epoch + 1}, step {step + 1}, but the training stream "
+                               f"starts at global step {self.start_step + 1}: the resumed run would not see the "
+                               "batches the uninterrupted run saw.")
         if epoch > 0 or step > 0:
             self.resumed_from_epoch, self.resumed_from_step = epoch, step
             self.rows = self._read_rows(epoch)

@@ -100,25 +100,33 @@ def scale(images, input_shape):
     return tf.reshape(images, [-1, *input_shape])
 
 
-def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=None):
-    """The training stream: shuffled anew each epoch (reproducibly, from `seed`), batched, augmented, prefetched.
+def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=None, start_step=0):
+    """The training stream from global step `start_step` on: shuffled anew each epoch, batched, augmented, prefetched.
 
-    It repeats without end, one epoch after another (no batch spans two epochs), so that one iterator serves the
-    whole run: `fit` then needs `steps_per_epoch`. Keras re-creates a finite dataset's iterator every epoch, and
+    Every batch is a function of (`seed`, its global step) alone: epoch e's order is a stateless shuffle keyed by
+    (seed, e), a batch's augmentation is keyed by (seed, step). So a run resumed from a backup at step k (the
+    stream started at k) sees exactly the batches the uninterrupted run saw from step k on, and ends with the same
+    weights. It repeats without end, one epoch after another (no batch spans two epochs), so one iterator serves
+    the whole run and `fit` needs `steps_per_epoch`; Keras re-creates a finite dataset's iterator every epoch, and
     with the augmented pipeline that stalled some epoch boundaries for tens of seconds (docs/benchmarks.md).
     """
     count = len(labels)
+    first_epoch, first_batch = divmod(start_step, steps_per_epoch(count, batch_size))
     images, labels = tf.constant(images), tf.constant(labels)
-    ds = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    ds = ds.map(lambda index: (scale(tf.gather(images, index), IMAGE_SHAPE), tf.gather(labels, index)),
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=[seed, epoch])
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    indices = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(first_batch)
+    ds = tf.data.Dataset.zip((indices, tf.data.Dataset.counter(start_step)))
+    ds = ds.map(lambda index, step: (scale(tf.gather(images, index), IMAGE_SHAPE), tf.gather(labels, index), step),
                 num_parallel_calls=PARALLEL_CALLS)
     if augmentation is not None and augmentation.enabled:
-        # One pair of stateless seeds per batch, different in every epoch, the same in every run with this seed.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, pair: (augment(batch[0], pair, augmentation), batch[1]), num_parallel_calls=PARALLEL_CALLS)
-    ds = ds.map(lambda x, y: (tf.reshape(x, [-1, *input_shape]), y))
-    return ds.repeat().prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
+        ds = ds.map(lambda x, y, step: (augment(x, tf.stack([tf.constant(seed, tf.int64), step]), augmentation), y,
+                                        step), num_parallel_calls=PARALLEL_CALLS)
+    ds = ds.map(lambda x, y, step: (tf.reshape(x, [-1, *input_shape]), y))
+    return ds.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
 def eval_dataset(images, labels, input_shape, batch_size=EVAL_BATCH_SIZE):

@@ -55,13 +55,15 @@ def run(cfg, splits=None, strategy=None):
             splits = load_splits(job)
         data_seconds = time.perf_counter() - started
 
-        tf_keras.utils.set_random_seed(job.seed)  # the shuffle, the augmentation and the initial weights follow
-        train, validation = datasets(cfg, splits)
+        tf_keras.utils.set_random_seed(job.seed)  # the initial weights follow; the stream is keyed by its own seed
+        start_step = backup.resume_step(job.checkpoint_dir, data.steps_per_epoch(len(splits.train[1]),
+                                                                                  recipe.batch_size))
+        train, validation = datasets(cfg, splits, start_step)
         model, policy = build_model(cfg, strategy, len(splits.train[1]))
         staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
         history, train_seconds = fit(cfg, model, splits, train, validation,
                                      log_dir=tensorboard_dir(job, output, chief, staging), chief=chief,
-                                     multi_worker=multi_worker)
+                                     multi_worker=multi_worker, start_step=start_step)
 
         trained = plain_copy(job.model, model)
         test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
@@ -162,21 +164,22 @@ def tensorboard_dir(job, output, chief, staging):
     return os.path.join(staging, "logs")
 
 
-def datasets(cfg, splits):
-    """The training stream (shuffled, augmented if the recipe says so) and the validation split, if any."""
+def datasets(cfg, splits, start_step=0):
+    """The training stream from global step `start_step` (shuffled, augmented if the recipe says so) and the
+    validation split, if any."""
     input_shape = models.get(cfg.job.model).input_shape
     train = data.train_dataset(*splits.train, cfg.recipe.batch_size, input_shape, cfg.job.seed,
-                               cfg.recipe.augmentation)
+                               cfg.recipe.augmentation, start_step=start_step)
     validation = data.eval_dataset(*splits.validation, input_shape) if splits.validation else None
     return train, validation
 
 
-def fit(cfg, model, splits, train, validation, log_dir, chief, multi_worker=False):
+def fit(cfg, model, splits, train, validation, log_dir, chief, multi_worker=False, start_step=0):
     """`model.fit` with the backup, TensorBoard and (if asked) early stopping; returns (history, seconds)."""
     job, recipe = cfg.job, cfg.recipe
     steps = data.steps_per_epoch(len(splits.train[1]), recipe.batch_size)
     backup_callbacks, history = backup.callbacks(job.checkpoint_dir, chief, job.backup_every_steps, steps,
-                                                 recipe.steps_per_execution, multi_worker)
+                                                 recipe.steps_per_execution, multi_worker, start_step)
     callbacks = [*backup_callbacks, tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
                                                                     profile_batch=0)]
     if early_stopping(cfg, splits):
