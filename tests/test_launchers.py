@@ -38,54 +38,28 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "k8s"))
 import tf_config  # noqa: E402  (k8s/tf_config.py: the multi-worker pods' launcher)
 import gcloud_sdk  # noqa: E402,I100  (tests/gcloud_sdk.py: the Google Cloud SDK's aiplatform client)
+from launch_tools import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find,  # noqa: E402,I100
+                          lint_tool, run)
 
 # The launchers' checks run the checkers and launchers as processes (hadolint, kubectl, kubernetes-validate,
 # checkov, shellcheck, gcloud, the scripts), or read what kubectl rendered: the end-to-end layer (`make test`).
 pytestmark = pytest.mark.e2e
 
-LINT_VENV = pathlib.Path(os.environ.get("FMNIST_LINT_VENV") or ROOT / "build" / "lint-venv")
-MAIN_BIN = pathlib.Path(sys.executable).parent
 KUSTOMIZATIONS = {"base": "k8s/base", "cpu": "k8s/overlays/cpu", "gpu": "k8s/overlays/gpu",
                   "multi-worker": "k8s/overlays/multi-worker", "katib": "k8s/katib"}
 VERTEX_SPECS = ("gpu", "gpu-spot", "multi-worker", "python-package")
 HPTUNING_SPEC = ROOT / "jobs" / "hptuning-gpu.yaml"
-# Kubernetes versions the manifests must be valid for: an old supported one and the newest schema we have.
-KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 # The only checkov findings suppressed in place, each with its reason next to it.
 EXPECTED_SKIPS = {"CKV_K8S_43", "CKV_DOCKER_2"}
-QUIET_CHECKOV = {"CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE"}
 # The trainer's exit codes (README, "Exit codes"): what a launcher must do with each.
 EXIT_FINISHED, EXIT_PERMANENT, EXIT_RETRY, EXIT_CRASH = 0, 2, 75, 1
 # Kinds that a cluster only knows with their controller installed: validated against their own API models.
 CUSTOM_KINDS = {"JobSet", "Experiment"}
 
 
-def lint_tool(name):
-    path = LINT_VENV / "bin" / name
-    if not path.exists():
-        pytest.fail(f"{path} is missing: create the lint venv with `make lint-venv` "
-                    f"(python3 -m venv {LINT_VENV} && {LINT_VENV}/bin/pip install -r requirements-lint.txt "
-                    "-c constraints-lint.txt)")
-    return str(path)
-
-
-def run(cmd, **kwargs):
-    kwargs.setdefault("cwd", ROOT)
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("text", True)
-    kwargs.setdefault("timeout", 120)
-    return subprocess.run([str(c) for c in cmd], **kwargs)
-
-
 def load_yaml_docs(path):
     with open(path) as f:
         return [doc for doc in yaml.safe_load_all(f) if doc]
-
-
-def find(docs, kind, name=None):
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
 
 
 def container(job):
@@ -1024,46 +998,6 @@ def test_scripts_pass_shellcheck():
     assert len(scripts) >= 2
     result = run([lint_tool("shellcheck"), *scripts])
     assert result.returncode == 0, result.stdout
-
-
-def fake_client(folder, name):
-    """A stand-in `docker`/`gcloud` that records its arguments (and a copy of any --config file)."""
-    folder.mkdir(exist_ok=True)
-    log = folder / f"{name}.args"
-    script = folder / name
-    script.write_text(f"""#!/bin/sh
-: > '{log}'
-for a in "$@"; do
-  printf '%s\\n' "$a" >> '{log}'
-  case "$a" in --config=*) cp "${{a#--config=}}" '{folder}/{name}.config' ;; esac
-done
-""")
-    script.chmod(0o755)
-    return script, log
-def test_run_docker_runs_the_image_hardened_as_the_caller(tmp_path):
-    docker, log = fake_client(tmp_path / "bin", "docker")
-    manual = tmp_path / "manual"
-    manual.mkdir()
-    env = {"PATH": os.environ["PATH"], "DOCKER": str(docker), "OUT_DIR": str(tmp_path / "out"),
-           "DATA_DIR": str(tmp_path / "data"), "TFDS_MANUAL_DIR": str(manual)}
-    result = run([ROOT / "jobs" / "run_docker.sh", "--model=cnn", "--output_dir=/out/cnn"], env=env)
-    assert result.returncode == 0, result.stderr
-    args = log.read_text().splitlines()
-    assert args[:2] == ["run", "--rm"]
-    joined = " ".join(args)
-    for expected in (f"--user {os.getuid()}:{os.getgid()}", "--read-only", "--cap-drop ALL",
-                     "--security-opt no-new-privileges", f"--volume {tmp_path / 'out'}:/out",
-                     f"--volume {tmp_path / 'data'}:/data/tfds", f"--volume {manual}:/data/manual:ro"):
-        assert expected in joined
-    image = args.index("fmnist-trainer:0.1.0-cpu")
-    assert args[image + 1:] == ["--tfds_manual_dir=/data/manual", "--model=cnn", "--output_dir=/out/cnn"]
-    assert "--gpus" not in args
-    assert (tmp_path / "out").is_dir() and (tmp_path / "data").is_dir()
-
-    result = run([ROOT / "jobs" / "run_docker.sh", "--model=mlp"], env={**env, "GPU": "1", "TFDS_MANUAL_DIR": ""})
-    assert result.returncode == 0, result.stderr
-    args = log.read_text().splitlines()
-    assert "--gpus" in args and args[-2:] == ["fmnist-trainer:0.1.0-gpu", "--model=mlp"]
 
 
 def test_submit_vertex_fills_in_the_spec_and_calls_gcloud(tmp_path, schema, hptuning_schema):

@@ -17,9 +17,7 @@ import base64
 import copy
 import json
 import os
-import pathlib
 import re
-import subprocess
 import sys
 
 import jsonschema
@@ -29,27 +27,8 @@ import yaml
 
 import gcloud_sdk
 from conftest import ROOT
+from launch_tools import KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find, lint_tool, run
 from test_export import encode, sample_images, signatures, vertex_copy
-
-LINT_VENV = pathlib.Path(os.environ.get("FMNIST_LINT_VENV") or ROOT / "build" / "lint-venv")
-MAIN_BIN = pathlib.Path(sys.executable).parent
-KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
-QUIET_CHECKOV = {"CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE"}
-
-
-def lint_tool(name):
-    path = LINT_VENV / "bin" / name
-    if not path.exists():
-        pytest.fail(f"{path} is missing: create the lint venv with `make lint-venv`")
-    return str(path)
-
-
-def run(cmd, **kwargs):
-    kwargs.setdefault("cwd", ROOT)
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("text", True)
-    kwargs.setdefault("timeout", 120)
-    return subprocess.run([str(c) for c in cmd], **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +38,6 @@ def rendered(tmp_path_factory):
     path = tmp_path_factory.mktemp("predict") / "predict.yaml"
     path.write_text(proc.stdout)
     return path, [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
-
-
-def find(docs, kind):
-    found = [d for d in docs if d["kind"] == kind]
-    assert len(found) == 1, kind
-    return found[0]
 
 
 # ------------------------------------------------------------------------------------------------ Kubernetes
@@ -240,25 +213,6 @@ def test_schema_and_spec_agree_with_the_google_cloud_sdk(schema):
                 assert prop == defs["int"], (def_name, field)
             else:
                 assert prop["type"] == sdk["kind"], (def_name, field)
-
-
-def fake_client(folder, name):
-    """A stand-in `gcloud`/`curl` that records its arguments (and keeps a copy of a --data-binary @FILE)."""
-    folder.mkdir(exist_ok=True)
-    log = folder / f"{name}.args"
-    script = folder / name
-    script.write_text(f"""#!/bin/sh
-: > '{log}'
-for a in "$@"; do
-  printf '%s\\n' "$a" >> '{log}'
-  case "$a" in @*) cp "${{a#@}}" '{folder}/{name}.body' ;; --json-request=*) cp "${{a#--json-request=}}" \
-'{folder}/{name}.body' ;; esac
-done
-[ "$1 $2" = "auth print-access-token" ] && echo token-123
-exit 0
-""")
-    script.chmod(0o755)
-    return script, log
 
 
 @pytest.mark.e2e  # starts kubectl, checkov, gcloud's Python, shellcheck or the script
