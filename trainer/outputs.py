@@ -34,18 +34,22 @@ def open_output(url):
     return GcsOutput(url) if is_gcs(url) else LocalOutput(url)
 
 
-def gcs_bucket(url, access="write"):
-    """The google-cloud-storage bucket of a gs:// URL, or a UserError that says how to get credentials."""
+def gcs_client(what):
+    """A google-cloud-storage client, or a UserError that says how to get credentials to `what` ("write gs://…")."""
     from google.auth import exceptions as auth_exceptions
     from google.cloud import storage
     try:
-        client = storage.Client()
+        return storage.Client()
     except auth_exceptions.DefaultCredentialsError:
         raise UserError(
-            f"no Google Cloud credentials to {access} {url}: run `gcloud auth application-default login`, "
+            f"no Google Cloud credentials to {what}: run `gcloud auth application-default login`, "
             "set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account (Workload Identity on "
             "Kubernetes, the job's service account on Vertex AI).") from None
-    return client.bucket(split_gcs(url)[0])
+
+
+def gcs_bucket(url, access="write"):
+    """The google-cloud-storage bucket of a gs:// URL, or a UserError that says how to get credentials."""
+    return gcs_client(f"{access} {url}").bucket(split_gcs(url)[0])
 
 
 @contextlib.contextmanager
@@ -85,18 +89,22 @@ def _retry_if_transient(url):
                              "failing; retry later.") from None
 
 
-def _transient(error):
-    """Errors of storage that may work on a retry: unreachable, overloaded, timed out."""
-    if isinstance(error, (ConnectionError, TimeoutError)):
-        return True
+def transient_errors():
+    """The errors of storage that may work on a retry: unreachable, overloaded, failing on the server, timed out,
+    out of retries (for `except`)."""
     try:
         import requests
         from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
     except ImportError:
-        return False
-    return isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                              api_exceptions.ServerError, api_exceptions.TooManyRequests,
-                              api_exceptions.RetryError))
+        return ConnectionError, TimeoutError
+    return (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+            api_exceptions.ServerError, api_exceptions.TooManyRequests, api_exceptions.RetryError,
+            auth_exceptions.TransportError)
+
+
+def _transient(error):
+    return isinstance(error, transient_errors())
 
 
 def fetch(url, names, scratch):

@@ -38,10 +38,10 @@ import time
 from absl import app, flags
 
 import trainer  # noqa: F401  (selects tf-keras before TensorFlow loads)
-from trainer.errors import UserError
+from trainer import outputs
+from trainer.errors import FINISHED, PERMANENT, RETRY, RetryableError, UserError
+from trainer.outputs import is_gcs, transient_errors
 
-# The exit-code contract of trainer/errors.py.
-FINISHED, PERMANENT, RETRY = 0, 2, 75
 PROGRAM = "fmnist-predict"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 JSONL_EXTENSIONS = (".jsonl", ".json")
@@ -51,10 +51,6 @@ DEFAULT_MAX_PIXELS = 50_000_000  # trainer.photo.MAX_PIXELS, without importing T
 FLAG_NAMES = ("model_dir", "input", "output", "batch_size", "readers", "max_pixels", "max_bytes")
 
 FLAGS = flags.FLAGS
-
-
-class RetryableError(Exception):
-    """A transient failure (storage unavailable, throttled) that a rerun of the same command can get past."""
 
 
 class InputError(Exception):
@@ -67,11 +63,8 @@ class InputError(Exception):
 
 # ------------------------------------------------------------------------------------------------ storage
 
-def is_gcs(path):
-    return str(path).startswith("gs://")
-
-
 def split_gcs(url):
+    """gs://bucket/name -> ("bucket", "name"), the name as given (a trailing "/" says "a folder")."""
     bucket, _, name = url[len("gs://"):].partition("/")
     return bucket, name
 
@@ -80,26 +73,11 @@ _client = None
 
 
 def gcs_client():
+    """One client for every object of the run (outputs.gcs_client: the credentials' message)."""
     global _client
     if _client is None:
-        from google.auth import exceptions as auth_exceptions
-        from google.cloud import storage
-        try:
-            _client = storage.Client()
-        except auth_exceptions.DefaultCredentialsError:
-            raise UserError("no Google Cloud credentials for gs:// paths: run `gcloud auth application-default "
-                            "login`, set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account "
-                            "(Workload Identity on Kubernetes).") from None
+        _client = outputs.gcs_client("read or write gs:// paths")
     return _client
-
-
-def transient_errors():
-    import requests
-    from google.api_core import exceptions as api
-    from google.auth import exceptions as auth
-    return (api.ServiceUnavailable, api.TooManyRequests, api.InternalServerError, api.BadGateway,
-            api.GatewayTimeout, api.DeadlineExceeded, auth.TransportError, requests.ConnectionError,
-            requests.Timeout, ConnectionError, TimeoutError)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
