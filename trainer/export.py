@@ -129,8 +129,9 @@ def main(argv):
     import os
     import tempfile
 
-    from trainer import predict  # its Cloud Storage helpers: the model download, the error classes
-    from trainer.errors import UserError
+    from trainer import predict  # the model's download from gs://
+    from trainer.errors import PERMANENT, RETRY, RetryableError, UserError
+    from trainer.outputs import is_gcs
     parser = argparse.ArgumentParser(prog="python -m trainer.export", description=with_default_signature.__doc__)
     parser.add_argument("--model_dir", required=True, help="a run folder or its saved_model/, local or gs://")
     parser.add_argument("--output_dir", required=True, help="where the copy goes, local or gs://")
@@ -139,53 +140,47 @@ def main(argv):
                              "to a SavedModel exported before it existed)")
     args = parser.parse_args(argv)
 
-    def fail(message, status=predict.PERMANENT):
+    def fail(message, status=PERMANENT):
         print(f"python -m trainer.export: error: {message}", file=sys.stderr)
         return status
 
     with tempfile.TemporaryDirectory(prefix="fmnist-export-") as scratch:
         try:
             source = args.model_dir.rstrip("/")
-            if predict.is_gcs(source):
+            if is_gcs(source):
                 source = predict._download_model(source, os.path.join(scratch, "source"))
             if os.path.isdir(os.path.join(source, "saved_model")):
                 source = os.path.join(source, "saved_model")
             if not os.path.exists(os.path.join(source, "saved_model.pb")):
                 return fail(f"no SavedModel in --model_dir={args.model_dir} (a run folder with saved_model/, or "
                             "saved_model/ itself)")
-            target = os.path.join(scratch, "target") if predict.is_gcs(args.output_dir) else args.output_dir
+            target = os.path.join(scratch, "target") if is_gcs(args.output_dir) else args.output_dir
             with_default_signature(source, target, args.default_signature)
-            if predict.is_gcs(args.output_dir):
-                _upload(target, args.output_dir.rstrip("/"), predict)
+            if is_gcs(args.output_dir):
+                _upload(target, args.output_dir.rstrip("/"))
         except UserError as error:
             return fail(str(error))
-        except predict.RetryableError as error:
-            return fail(str(error), predict.RETRY)
+        except RetryableError as error:
+            return fail(str(error), RETRY)
     takes = "image_bytes (encoded images)" if args.default_signature == "serving_bytes" else "images (uint8 arrays)"
     print(f"wrote {args.output_dir}: serving_default takes {takes}; signatures serving_default, serving_bytes, "
           "serving_images")
     return 0
 
 
-def _upload(folder, url, predict):
-    import os
-
+def _upload(folder, url):
     from google.api_core import exceptions as api
-    from trainer.errors import UserError
-    bucket_name, prefix = predict.split_gcs(url)
+    from trainer import outputs
+    from trainer.errors import RetryableError, UserError
+    output = outputs.GcsOutput(url)
     try:
-        bucket = predict.gcs_client().bucket(bucket_name)
-        for root, _, files in os.walk(folder):
-            for name in sorted(files):
-                local = os.path.join(root, name)
-                relative = os.path.relpath(local, folder).replace(os.sep, "/")
-                bucket.blob(f"{prefix}/{relative}" if prefix else relative).upload_from_filename(local)
+        output.upload_folder(folder)
     except api.NotFound:
-        raise UserError(f"--output_dir={url}: bucket gs://{bucket_name} does not exist.") from None
+        raise UserError(f"--output_dir={url}: bucket gs://{output.bucket_name} does not exist.") from None
     except (api.Forbidden, api.Unauthorized) as error:
         raise UserError(f"cannot write --output_dir={url} ({error.__class__.__name__}).") from None
-    except predict.transient_errors() as error:
-        raise predict.RetryableError(f"uploading to {url} failed ({error.__class__.__name__}): rerun.") from None
+    except outputs.transient_errors() as error:
+        raise RetryableError(f"uploading to {url} failed ({error.__class__.__name__}): rerun.") from None
 
 
 if __name__ == "__main__":

@@ -240,12 +240,16 @@ class GcsOutput:
     def new_staging_dir(self):
         return tempfile.mkdtemp(prefix="fmnist-staging-")
 
-    def publish(self, staging_dir, metrics):
-        for root, _, files in os.walk(staging_dir):
+    def upload_folder(self, folder):
+        """Every file under a local `folder`, at the same relative name under this prefix."""
+        for root, _, files in os.walk(folder):
             for name in sorted(files):
                 local = os.path.join(root, name)
-                relative = os.path.relpath(local, staging_dir).replace(os.sep, "/")
+                relative = os.path.relpath(local, folder).replace(os.sep, "/")
                 self.bucket.blob(self.blob_name(relative)).upload_from_filename(local)
+
+    def publish(self, staging_dir, metrics):
+        self.upload_folder(staging_dir)
         shutil.rmtree(staging_dir, ignore_errors=True)
         self.bucket.blob(self.blob_name(METRICS_FILE)).upload_from_string(
             json.dumps(metrics, indent=2), content_type="application/json")
