@@ -5,6 +5,7 @@ checkov, kubectl and shellcheck live in their own venv (requirements-lint.txt; c
 trainer's): build/lint-venv, or $FMNIST_LINT_VENV. kubernetes-validate is in the trainer's venv.
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -65,3 +66,28 @@ exit 0
 """)
     script.chmod(0o755)
     return script, log
+
+
+PARSE_FLAGS = r"""
+import importlib, json, sys
+from absl import flags
+module = importlib.import_module(sys.argv[2])  # defines the program's flags and their validators on import,
+getattr(module, "define_flags", lambda: None)()  # or when asked
+results = []
+for args in json.load(sys.stdin):
+    try:
+        flags.FLAGS([sys.argv[1], *args])
+        results.append("ok")
+    except flags.Error as error:
+        results.append(str(error))
+    flags.FLAGS.unparse_flags()
+print(json.dumps(results))
+"""
+
+
+def flag_verdicts(program, module, argument_lists):
+    """What absl makes of each argument list in a fresh Python, with the flags `module` defines (on import, or with
+    its define_flags()): "ok", or the error absl gives."""
+    result = run([sys.executable, "-c", PARSE_FLAGS, program, module], input=json.dumps(argument_lists))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "k8s"))
 import tf_config  # noqa: E402  (k8s/tf_config.py: the multi-worker pods' launcher)
 import gcloud_sdk  # noqa: E402,I100  (tests/gcloud_sdk.py: the Google Cloud SDK's aiplatform client)
 from launch_tools import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find,  # noqa: E402,I100
-                          lint_tool, run)
+                          flag_verdicts, lint_tool, run)
 
 # The launchers' checks run the checkers and launchers as processes (hadolint, kubectl, kubernetes-validate,
 # checkov, shellcheck, gcloud, the scripts), or read what kubectl rendered: the end-to-end layer (`make test`).
@@ -506,22 +506,6 @@ def test_output_goes_to_cloud_storage_through_workload_identity(rendered):
         assert configmap["data"][ref["key"]].startswith("gs://"), name
 
 
-PARSE_FLAGS = r"""
-import json, sys
-from absl import flags
-from trainer import flags as _  # defines the trainer's flags and their validators
-results = []
-for args in json.load(sys.stdin):
-    try:
-        flags.FLAGS(["fmnist-train", *args])
-        results.append("ok")
-    except flags.Error as error:
-        results.append(str(error))
-    flags.FLAGS.unparse_flags()
-print(json.dumps(results))
-"""
-
-
 def katib_trials(experiment):
     """The argument lists of the trials Katib would start at the corners of the search space (each parameter at
     its lowest and at its highest value), trial parameters substituted as Katib does."""
@@ -569,9 +553,8 @@ def test_trainer_flags_in_the_manifests_and_specs_are_real(rendered):
     argument_lists = [[re.sub(r"\$\(OUTPUT_DIR\)", "gs://bucket/run", a) for a in args] for args in argument_lists]
     control = ["--model=cnn", "--epoch=3"]  # a misspelt flag: the parser must refuse it
     out_of_range = ["--model=cnn", "--learning_rate=10"]  # outside the validator's (0, 10)
-    result = run([sys.executable, "-c", PARSE_FLAGS], input=json.dumps([*argument_lists, control, out_of_range]))
-    assert result.returncode == 0, result.stderr
-    *verdicts, control_verdict, range_verdict = json.loads(result.stdout)
+    *verdicts, control_verdict, range_verdict = flag_verdicts(
+        "fmnist-train", "trainer.flags", [*argument_lists, control, out_of_range])
     assert verdicts == ["ok"] * len(argument_lists), list(zip(argument_lists, verdicts))
     assert "epoch" in control_verdict and "learning_rate" in range_verdict
 

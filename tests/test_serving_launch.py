@@ -27,7 +27,8 @@ import yaml
 
 import gcloud_sdk
 from conftest import ROOT
-from launch_tools import KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find, lint_tool, run
+from launch_tools import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find, flag_verdicts,
+                          lint_tool, run)
 from test_export import encode, sample_images, signatures, vertex_copy
 
 
@@ -107,31 +108,12 @@ def test_predict_job_runs_fmnist_predict_hardened_through_workload_identity(rend
         assert configmap["data"][env[name]["key"]].startswith("gs://")
 
 
-PARSE_PREDICT_FLAGS = r"""
-import json, sys
-from absl import flags
-from trainer import predict
-predict.define_flags()
-results = []
-for args in json.load(sys.stdin):
-    try:
-        flags.FLAGS(["fmnist-predict", *args])
-        results.append("ok")
-    except flags.Error as error:
-        results.append(str(error))
-    flags.FLAGS.unparse_flags()
-print(json.dumps(results))
-"""
-
-
 @pytest.mark.e2e  # starts kubectl, checkov, gcloud's Python, shellcheck or the script
 def test_the_jobs_flags_are_fmnist_predicts(rendered):
     _, docs = rendered
     args = find(docs, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
     args = [re.sub(r"\$\((\w+)\)", "gs://bucket/x", a) for a in args]
-    result = run([sys.executable, "-c", PARSE_PREDICT_FLAGS], input=json.dumps([args, args + ["--batch_sise=2"]]))
-    assert result.returncode == 0, result.stderr
-    verdicts = json.loads(result.stdout)
+    verdicts = flag_verdicts("fmnist-predict", "trainer.predict", [args, args + ["--batch_sise=2"]])
     assert verdicts[0] == "ok" and "batch_sise" in verdicts[1]
 
 
