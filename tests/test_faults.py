@@ -48,11 +48,13 @@ def test_sigterm_saves_the_step_in_progress_and_the_rerun_continues_mid_epoch(pr
     assert not (out / "metrics.json").exists()
     epoch, step = (int(x) for x in re.search(r"saved the backup at epoch (\d+), step (\d+)", text).groups())
 
+    continued_epoch, continued_step = divmod((epoch - 1) * 94 + step, 94)  # 0-based: after step 94, the next epoch
+
     rerun = run_trainer(*args)
     assert_ok(rerun)
-    assert f"continuing at epoch {epoch}, step {step + 1} of 94" in rerun.stderr
+    assert f"continuing at epoch {continued_epoch + 1}, step {continued_step + 1} of 94" in rerun.stderr
     metrics = read_metrics(out)
-    assert (metrics["resumed_from_epoch"], metrics["resumed_from_step"]) == (epoch - 1, step)
+    assert (metrics["resumed_from_epoch"], metrics["resumed_from_step"]) == (continued_epoch, continued_step)
     assert [row["epoch"] for row in metrics["history"]] == list(range(1, 26))
     assert not (out / "checkpoints").exists()
 
