@@ -983,6 +983,32 @@ def test_scripts_pass_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
+def test_run_docker_runs_the_image_hardened_as_the_caller(tmp_path):
+    docker, log = fake_client(tmp_path / "bin", "docker")
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    env = {"PATH": os.environ["PATH"], "DOCKER": str(docker), "OUT_DIR": str(tmp_path / "out"),
+           "DATA_DIR": str(tmp_path / "data"), "TFDS_MANUAL_DIR": str(manual)}
+    result = run([ROOT / "jobs" / "run_docker.sh", "--model=cnn", "--output_dir=/out/cnn"], env=env)
+    assert result.returncode == 0, result.stderr
+    args = log.read_text().splitlines()
+    assert args[:2] == ["run", "--rm"]
+    joined = " ".join(args)
+    for expected in (f"--user {os.getuid()}:{os.getgid()}", "--read-only", "--cap-drop ALL",
+                     "--security-opt no-new-privileges", f"--volume {tmp_path / 'out'}:/out",
+                     f"--volume {tmp_path / 'data'}:/data/tfds", f"--volume {manual}:/data/manual:ro"):
+        assert expected in joined
+    image = args.index("fmnist-trainer:0.1.0-cpu")
+    assert args[image + 1:] == ["--tfds_manual_dir=/data/manual", "--model=cnn", "--output_dir=/out/cnn"]
+    assert "--gpus" not in args
+    assert (tmp_path / "out").is_dir() and (tmp_path / "data").is_dir()
+
+    result = run([ROOT / "jobs" / "run_docker.sh", "--model=mlp"], env={**env, "GPU": "1", "TFDS_MANUAL_DIR": ""})
+    assert result.returncode == 0, result.stderr
+    args = log.read_text().splitlines()
+    assert "--gpus" in args and args[-2:] == ["fmnist-trainer:0.1.0-gpu", "--model=mlp"]
+
+
 def test_submit_vertex_fills_in_the_spec_and_calls_gcloud(tmp_path, schema, hptuning_schema):
     gcloud, log = fake_client(tmp_path / "bin", "gcloud")
     env = {"PATH": os.environ["PATH"], "GCLOUD": str(gcloud), "PROJECT_ID": "my-project", "REGION": "europe-west4",
