@@ -254,6 +254,29 @@ def test_command_line_predicts_and_summarizes(folder, tmp_path):
 
 
 @pytest.mark.e2e
+def test_repeated_input_flags_add_up_and_a_path_with_a_comma_is_one_input(folder, tmp_path):
+    """`--input=a --input=b` predicts both (an absl list flag kept only the last one: "1 read"); a comma separates
+    inputs, except in a value that names an existing file as a whole."""
+    comma = tmp_path / "shirt, blue.png"
+    comma.write_bytes((folder / "01.png").read_bytes())
+    output = tmp_path / "out.jsonl"
+    result = command(f"--model_dir={exported_model()}", f"--input={folder / '00.png'}", f"--input={comma}",
+                     f"--input={folder / '02.png'},{folder / '03.png'}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("fmnist-predict: 4 read, 4 predicted, 0 refused in "), result.stdout
+    assert [line["name"] for line in read_lines(output)] == [
+        str(folder / "00.png"), str(comma), str(folder / "02.png"), str(folder / "03.png")]
+
+
+def test_input_values_split_at_commas_unless_they_name_a_path(tmp_path):
+    from trainer import predict
+    (tmp_path / "a,b").mkdir()
+    assert predict.input_specs(None) == []
+    assert predict.input_specs(["x.png", "y.png, gs://b/z", str(tmp_path / "a,b")]) == [
+        "x.png", "y.png", "gs://b/z", str(tmp_path / "a,b")]
+
+
+@pytest.mark.e2e
 def test_a_bad_flag_exits_2_with_one_line_before_tensorflow_loads():
     bad_flag = command(f"--model_dir={exported_model()}", "--input=x", "--output=x.jsonl", "--batch_size=0")
     assert bad_flag.returncode == 2

@@ -2,10 +2,11 @@
 (console script `fmnist-predict`).
 
 - `--model_dir`: a run folder or its `saved_model/`, local or `gs://`.
-- `--input` (repeatable, or comma-separated): image files, folders (every PNG, JPEG, GIF, BMP or WebP in them,
-  recursively), globs (`photos/*.jpg`, `gs://bucket/shop/**.png`), `gs://` prefixes, or JSONL files of instances as
-  Vertex AI batch prediction reads them: one instance a line, `{"image_bytes": {"b64": ...}}`, `{"b64": ...}`, or
-  pixels (`[[...28 rows...]]`, `{"images": [[...]]}`), optionally with a `"key"` that names it.
+- `--input` (repeat it, or separate with commas; a value that names an existing local file or folder is taken
+  whole, commas and all): image files, folders (every PNG, JPEG, GIF, BMP or WebP in them, recursively), globs
+  (`photos/*.jpg`, `gs://bucket/shop/**.png`), `gs://` prefixes, or JSONL files of instances as Vertex AI batch
+  prediction reads them: one instance a line, `{"image_bytes": {"b64": ...}}`, `{"b64": ...}`, or pixels
+  (`[[...28 rows...]]`, `{"images": [[...]]}`), optionally with a `"key"` that names it.
 - `--output`: a JSONL file, local or `gs://`, with one line per input, in input order: its `name`, `class_name`,
   `class_id` and `probabilities`, or an `error` for that input alone (empty, truncated, not an image, too many
   pixels - refused from its header, before decoding -, unreadable). It is written to a temporary file and renamed
@@ -640,9 +641,10 @@ def define_flags():
     if "model_dir" in FLAGS:
         return
     flags.DEFINE_string("model_dir", None, "A finished run's folder (or its saved_model/), local or gs://.")
-    flags.DEFINE_list(
+    flags.DEFINE_multi_string(
         "input", None,
-        "What to predict, in this order (repeat the flag or separate with commas): image files, folders (searched "
+        "What to predict, in this order (repeat the flag or separate with commas; a value naming an existing local "
+        "file or folder is taken whole): image files, folders (searched "
         "recursively for PNG, JPEG, GIF, BMP and WebP files), globs (quoted), gs:// objects or prefixes, or JSONL "
         "files of instances ({\"image_bytes\": {\"b64\": ...}}, {\"b64\": ...} or 28x28 pixels; \"key\" names one).")
     flags.DEFINE_string("output", None, "The JSONL file of predictions, one line per input: a local path or gs://.")
@@ -663,8 +665,21 @@ def define_flags():
         flags.register_validator(
             name, lambda v: v is None or (v.strip() != "" and (not is_gcs(v) or len(v) > 5 and v[5] != "/")),
             message=f"--{name} must be a local path or gs://BUCKET/PATH.")
-    flags.register_validator("input", lambda v: v is None or all(s.strip() for s in v),
+    flags.register_validator("input", lambda v: v is None or all(s.strip() for s in input_specs(v)),
                              message="--input must name files, folders, globs, gs:// paths or JSONL files.")
+
+
+def input_specs(values):
+    """The --input flags' values as the list of inputs, in order: every repeated flag counts (absl's list flag kept
+    only the last one), and each value is split at commas unless it names an existing local file or folder as a
+    whole (a path with a comma in it)."""
+    specs = []
+    for value in values or ():
+        if "," in value and not os.path.exists(value):
+            specs += [part.strip() for part in value.split(",")]
+        else:
+            specs.append(value)
+    return specs
 
 
 def _fail(message, status=PERMANENT):
@@ -703,7 +718,7 @@ def main(argv):
     except ImportError:
         pass
     try:
-        summary = predict(FLAGS.model_dir, FLAGS.input, FLAGS.output, batch_size=FLAGS.batch_size,
+        summary = predict(FLAGS.model_dir, input_specs(FLAGS.input), FLAGS.output, batch_size=FLAGS.batch_size,
                           readers=FLAGS.readers, max_pixels=FLAGS.max_pixels, max_bytes=FLAGS.max_bytes)
     except UserError as error:
         _fail(str(error))
