@@ -5,9 +5,9 @@ conversion: dark garment on white (negated), upscaled 4-10x (bicubic), RGB, plac
 canvas of another aspect ratio, JPEG-compressed (quality 70-95). Every random choice comes from --seed.
 
 The photos are then classified through the SavedModel's `serving_bytes` signature (JPEG bytes in: decoding, the
-photo rule and conversion of trainer/photo.py inside the graph) and the originals through `serving_default`;
+photo rule and conversion of trainer/serving/photo.py inside the graph) and the originals through `serving_default`;
 both are compared with the labels. Variants of the conversion (the paper's subsampling instead of area
-resizing, sharpening off) are scored on the same photos through trainer.photo directly.
+resizing, sharpening off) are scored on the same photos through trainer.serving.photo directly.
 
     .venv/bin/python bench/photos.py --models=out/photos/cnn,out/photos/vgg --grid=out/photos/grid.png
 """
@@ -50,7 +50,7 @@ def load_test_images(count, data_dir, manual_dir):
 
 def convert_all(photos, **variant):
     import tensorflow as tf
-    from trainer import photo
+    from trainer.serving import photo
     convert = tf.function(lambda c: photo.to_fashion_mnist(photo.decode(c), **variant))
     return np.stack([convert(tf.constant(p)).numpy() for p in photos])
 

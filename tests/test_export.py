@@ -31,7 +31,8 @@ def sample_images(count=64):
 def exported_model():
     """A run folder (with saved_model/) of a CNN briefly fitted on 1,200 training images; built once per session."""
     import tensorflow as tf
-    from trainer import data, export, models
+    from trainer import data, models
+    from trainer.serving.signatures import export_saved_model
     tf.keras.utils.set_random_seed(0)
     builder = data.prepare(DATA_DIR, TFDS_MANUAL_DIR or None)
     images, labels = data.load(builder, "train[:1200]")
@@ -41,7 +42,7 @@ def exported_model():
     model.fit(images.astype("float32") / 255.0, labels, epochs=3, batch_size=32, verbose=0)
     run = tempfile.mkdtemp(prefix="fmnist-test-run-")
     atexit.register(shutil.rmtree, run, ignore_errors=True)
-    export.export_saved_model(model, spec.input_shape, os.path.join(run, "saved_model"), "flip")
+    export_saved_model(model, spec.input_shape, os.path.join(run, "saved_model"), "flip")
     return run
 
 
@@ -159,7 +160,7 @@ def vertex_copy():
     """`python -m trainer.export`'s copy for Vertex AI (serving_default takes image_bytes), made from a SavedModel
     of the kind exported before serving_bytes existed (only a uint8 [N, 28, 28] default); built once."""
     import tensorflow as tf
-    from trainer import export
+    from trainer.serving.signatures import with_default_signature
     loaded, serve, _ = signatures()
     old = tf.Module()
     old.inner = loaded
@@ -172,7 +173,7 @@ def vertex_copy():
     folder = tempfile.mkdtemp(prefix="fmnist-test-vertex-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     tf.saved_model.save(old, os.path.join(folder, "old"), signatures={"serving_default": legacy})
-    return export.with_default_signature(os.path.join(folder, "old"), os.path.join(folder, "vertex"))
+    return with_default_signature(os.path.join(folder, "old"), os.path.join(folder, "vertex"))
 
 
 def test_re_export_for_vertex_makes_bytes_the_default_even_for_an_old_export():

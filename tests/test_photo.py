@@ -1,4 +1,4 @@
-"""trainer.photo: headers read without decoding, the Fashion-MNIST-like rule, and the paper's conversion."""
+"""trainer.serving.photo: headers read without decoding, the Fashion-MNIST-like rule, and the paper's conversion."""
 
 import struct
 import zlib
@@ -12,14 +12,14 @@ from test_export import encode, sample_images
 
 def header(contents):
     import tensorflow as tf
-    from trainer import photo
+    from trainer.serving import photo
     kind, height, width = (int(v) for v in photo.header(tf.constant(contents)))
     return (photo.FORMATS[kind] if kind >= 0 else None), height, width
 
 
 def convert(contents, **variant):
     import tensorflow as tf
-    from trainer import photo
+    from trainer.serving import photo
     return photo.to_fashion_mnist(photo.decode(tf.constant(contents)), **variant).numpy()
 
 
@@ -122,7 +122,7 @@ def test_the_papers_variants_are_available():
 
 def test_luminance_is_itu_r_601():
     import tensorflow as tf
-    from trainer import photo
+    from trainer.serving import photo
     rgb = np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)
     reference = tf.image.rgb_to_grayscale(rgb).numpy()[..., 0].astype(int)
     ours = np.round(photo.luminance(tf.constant(rgb, tf.float32)).numpy()).astype(int)
@@ -130,7 +130,7 @@ def test_luminance_is_itu_r_601():
 
 
 def test_serving_and_the_photo_module_agree_on_the_rule():
-    """28x28 on a light background is converted (negated), in the signature as in trainer.photo."""
+    """28x28 on a light background is converted (negated), in the signature as in trainer.serving.photo."""
     from test_export import signatures
     images, _ = sample_images()
     _, serve, serve_bytes = signatures()

@@ -1,7 +1,7 @@
 """The batch prediction job (trainer.predict): inputs of every kind, per-input errors, order, atomic output, GCS,
 and (e2e) the command line's exit statuses.
 
-The model is test_export.py's small CNN; the in-process tests call `predict.predict` directly.
+The model is test_export.py's small CNN; the in-process tests call `batch.predict` directly.
 """
 
 import base64
@@ -17,6 +17,8 @@ import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from conftest import ROOT
 from test_export import encode, exported_model, sample_images, signatures
 from test_photo import png_header_only, product_photo
+from trainer.serving import batch, inputs
+from trainer.serving.output import Output
 
 
 class Quiet:
@@ -34,8 +36,7 @@ class Quiet:
 
 
 def run_predict(inputs, output, **options):
-    from trainer import predict
-    return predict.predict(exported_model(), [str(i) for i in inputs], str(output), progress=Quiet(), **options)
+    return batch.predict(exported_model(), [str(i) for i in inputs], str(output), progress=Quiet(), **options)
 
 
 def read_lines(path):
@@ -149,7 +150,6 @@ def test_photos_are_converted_like_serving_bytes(tmp_path):
 
 
 def test_user_mistakes_fail_before_any_output(folder, tmp_path):
-    from trainer import predict
     from trainer.errors import UserError
     output = tmp_path / "out.jsonl"
     output.write_text("an earlier result\n")
@@ -158,7 +158,7 @@ def test_user_mistakes_fail_before_any_output(folder, tmp_path):
     with pytest.raises(UserError, match="matches no file"):
         run_predict([tmp_path / "*.tiff"], output)
     with pytest.raises(UserError, match="holds no SavedModel"):
-        predict.predict(str(tmp_path), [str(folder)], str(output), progress=Quiet())
+        batch.predict(str(tmp_path), [str(folder)], str(output), progress=Quiet())
     with pytest.raises(UserError, match="is a folder"):
         run_predict([folder], tmp_path)
     with pytest.raises(UserError, match="holds no image"):
@@ -181,15 +181,13 @@ def bucket(monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{host}:{port}")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
     from google.cloud import storage
-    from trainer import predict
-    monkeypatch.setattr(predict, "_client", None)
+    monkeypatch.setattr(inputs, "_client", None)
     yield storage.Client().bucket("runs")
     server.stop()
 
 
 def test_cloud_storage_model_inputs_and_output(folder, bucket, tmp_path):
     from google.cloud import storage
-    from trainer import predict
     run = exported_model()
     for root, _, files in os.walk(run):
         for name in files:
@@ -201,7 +199,7 @@ def test_cloud_storage_model_inputs_and_output(folder, bucket, tmp_path):
     local = tmp_path / "local.jsonl"
     run_predict([folder], local)
 
-    summary = predict.predict("gs://runs/cnn", ["gs://runs/shop"], "gs://runs/predictions/out.jsonl",
+    summary = batch.predict("gs://runs/cnn", ["gs://runs/shop"], "gs://runs/predictions/out.jsonl",
                               progress=Quiet())
     remote = [json.loads(line) for line in bucket.blob("predictions/out.jsonl").download_as_text().splitlines()]
     strip = [{k: v for k, v in line.items() if k != "name"} for line in remote]
@@ -210,7 +208,7 @@ def test_cloud_storage_model_inputs_and_output(folder, bucket, tmp_path):
     assert (summary.read, summary.predicted) == (16, 12)
     assert not [b.name for b in storage.Client().list_blobs("runs", prefix="predictions/") if "write-test" in b.name]
 
-    predict.predict("gs://runs/cnn/saved_model", ["gs://runs/shop/sub/*.png"], str(tmp_path / "glob.jsonl"),
+    batch.predict("gs://runs/cnn/saved_model", ["gs://runs/shop/sub/*.png"], str(tmp_path / "glob.jsonl"),
                     progress=Quiet())
     assert [line["name"] for line in read_lines(tmp_path / "glob.jsonl")] == [
         f"gs://runs/shop/sub/{name}" for name in ("10.png", "bomb.png", "empty.png", "not-an-image.png",
@@ -220,15 +218,15 @@ def test_cloud_storage_model_inputs_and_output(folder, bucket, tmp_path):
     from trainer import export
     assert export.main(["--model_dir=gs://runs/cnn", "--output_dir=gs://runs/cnn-vertex"]) == 0
     assert bucket.blob("cnn-vertex/saved_model.pb").exists()
-    predict.predict("gs://runs/cnn-vertex", [str(folder / "00.png")], str(tmp_path / "v.jsonl"), progress=Quiet())
+    batch.predict("gs://runs/cnn-vertex", [str(folder / "00.png")], str(tmp_path / "v.jsonl"), progress=Quiet())
     assert read_lines(tmp_path / "v.jsonl")[0]["class_id"] == read_lines(local)[0]["class_id"]
     assert export.main(["--model_dir=gs://runs/nothing", "--output_dir=gs://runs/x"]) == 2
 
     from trainer.errors import UserError
     with pytest.raises(UserError, match="bucket gs://nobucket does not exist"):
-        predict.predict("gs://runs/cnn", ["gs://runs/shop"], "gs://nobucket/out.jsonl", progress=Quiet())
+        batch.predict("gs://runs/cnn", ["gs://runs/shop"], "gs://nobucket/out.jsonl", progress=Quiet())
     with pytest.raises(UserError, match="no such object or prefix"):
-        predict.predict("gs://runs/cnn", ["gs://runs/nothing-here"], str(tmp_path / "x.jsonl"), progress=Quiet())
+        batch.predict("gs://runs/cnn", ["gs://runs/nothing-here"], str(tmp_path / "x.jsonl"), progress=Quiet())
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -269,10 +267,9 @@ def test_repeated_input_flags_add_up_and_a_path_with_a_comma_is_one_input(folder
 
 
 def test_input_values_split_at_commas_unless_they_name_a_path(tmp_path):
-    from trainer import predict
     (tmp_path / "a,b").mkdir()
-    assert predict.input_specs(None) == []
-    assert predict.input_specs(["x.png", "y.png, gs://b/z", str(tmp_path / "a,b")]) == [
+    assert inputs.input_specs(None) == []
+    assert inputs.input_specs(["x.png", "y.png, gs://b/z", str(tmp_path / "a,b")]) == [
         "x.png", "y.png", "gs://b/z", str(tmp_path / "a,b")]
 
 
@@ -285,19 +282,17 @@ def test_a_bad_flag_exits_2_with_one_line_before_tensorflow_loads():
 
 
 def test_exit_status_follows_the_contract():
-    from trainer import predict
-    assert predict.outcome(predict.Summary(read=3, predicted=1, refused=2), "o") == (0, None)
-    status, message = predict.outcome(predict.Summary(read=2, predicted=0, refused=2), "o.jsonl")
+    assert batch.outcome(batch.Summary(read=3, predicted=1, refused=2), "o") == (0, None)
+    status, message = batch.outcome(batch.Summary(read=2, predicted=0, refused=2), "o.jsonl")
     assert status == 2 and "nothing could be predicted" in message and "o.jsonl" in message
-    assert predict.outcome(predict.Summary(read=2, predicted=0, refused=2, transient=2), "o")[0] == 75
-    assert predict.outcome(predict.Summary(read=2, predicted=1, refused=1, transient=1), "o")[0] == 75
+    assert batch.outcome(batch.Summary(read=2, predicted=0, refused=2, transient=2), "o")[0] == 75
+    assert batch.outcome(batch.Summary(read=2, predicted=1, refused=1, transient=1), "o")[0] == 75
 
 
 def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retryable(monkeypatch, tmp_path):
     """Cloud Storage unavailable while reading one object: its line says so, the rest are predicted, and the
     exit status asks for a rerun (75); the same while uploading the output is a RetryableError."""
     from google.api_core import exceptions as api
-    from trainer import predict
     images, _ = sample_images()
 
     class Blob:
@@ -310,30 +305,29 @@ def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retrya
                 raise api.ServiceUnavailable("try again")
             return self.contents
 
-    items = [predict._gcs_item(Blob("a.png", encode(images[0])), 10 ** 6),
-             predict._gcs_item(Blob("b.png", None), 10 ** 6)]
-    monkeypatch.setattr(predict, "expand", lambda inputs, max_bytes: iter(items))
+    items = [inputs._gcs_item(Blob("a.png", encode(images[0])), 10 ** 6),
+             inputs._gcs_item(Blob("b.png", None), 10 ** 6)]
+    monkeypatch.setattr(batch, "expand", lambda inputs, max_bytes: iter(items))
     output = tmp_path / "out.jsonl"
     summary = run_predict(["gs://shop/"], output)
     lines = read_lines(output)
     assert lines[0]["name"] == "gs://shop/a.png" and "class_id" in lines[0]
     assert lines[1] == {"name": "gs://shop/b.png", "error": "unreadable (transient: ServiceUnavailable; rerun)"}
-    assert predict.outcome(summary, str(output))[0] == 75
+    assert batch.outcome(summary, str(output))[0] == 75
 
-    out = predict.Output(str(tmp_path / "x.jsonl"))
+    out = Output(str(tmp_path / "x.jsonl"))
     out.path, out.blob = "gs://shop/x.jsonl", Blob("x.jsonl", b"")
     out.blob.upload_from_filename = lambda *a, **k: (_ for _ in ()).throw(api.ServiceUnavailable("later"))
-    with pytest.raises(predict.RetryableError, match="uploading --output=gs://shop/x.jsonl failed"):
+    with pytest.raises(batch.RetryableError, match="uploading --output=gs://shop/x.jsonl failed"):
         out.publish()
     out.discard()
 
 
 def test_progress_goes_to_stderr_as_lines_or_in_place_on_a_terminal():
     import io
-    from trainer import predict
-    summary = predict.Summary(read=512, predicted=510, refused=2, seconds=3.0, load_seconds=1.0)
+    summary = batch.Summary(read=512, predicted=510, refused=2, seconds=3.0, load_seconds=1.0)
     lines = io.StringIO()
-    progress = predict.Progress(lines, every=0.0)
+    progress = batch.Progress(lines, every=0.0)
     progress.update(summary)
     assert lines.getvalue() == ("fmnist-predict: 512 read, 510 predicted, 2 refused in 3.0 s (model loaded in 1.0 s, "
                                 "then 256 images/s)\n")
@@ -343,7 +337,7 @@ def test_progress_goes_to_stderr_as_lines_or_in_place_on_a_terminal():
             return True
 
     terminal = Terminal()
-    progress = predict.Progress(terminal)
+    progress = batch.Progress(terminal)
     progress.update(summary, force=True)
     progress.close()
     assert terminal.getvalue().startswith("\rfmnist-predict: 512 read") and terminal.getvalue().endswith("\033[K\n")

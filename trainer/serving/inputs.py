@@ -1,0 +1,246 @@
+"""What to predict: every --input turned into a stream of named items, in the order given.
+
+An input is a local file, a folder (every PNG, JPEG, GIF, BMP or WebP in it, recursively, sorted), a glob (local or
+`gs://`), a `gs://` object or prefix, or a JSONL file of instances as Vertex AI batch prediction reads them (one a
+line: `{"image_bytes": {"b64": ...}}`, `{"b64": ...}`, or pixels, optionally with a `"key"` that names it). Each
+--input is checked to name something before anything is predicted (a typo fails at once, with one line); the
+items themselves are listed and read lazily, so that a million files stream through in bounded memory.
+"""
+
+import base64
+import dataclasses
+import fnmatch
+import glob
+import itertools
+import json
+import os
+
+from trainer import outputs
+from trainer.errors import RetryableError, UserError
+from trainer.outputs import is_gcs, transient_errors
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+JSONL_EXTENSIONS = (".jsonl", ".json")
+
+
+class InputError(Exception):
+    """What is wrong with one input; it becomes that input's `error` line, and the batch goes on."""
+
+    def __init__(self, message, transient=False):
+        super().__init__(message)
+        self.transient = transient
+
+
+
+
+
+def split_gcs(url):
+    """gs://bucket/name -> ("bucket", "name"), the name as given (a trailing "/" says "a folder")."""
+    bucket, _, name = url[len("gs://"):].partition("/")
+    return bucket, name
+
+
+_client = None
+
+
+def gcs_client():
+    """One client for every object of the run (outputs.gcs_client: the credentials' message)."""
+    global _client
+    if _client is None:
+        _client = outputs.gcs_client("read or write gs:// paths")
+    return _client
+
+
+
+@dataclasses.dataclass
+class Item:
+    """One input: its name and how to get its contents (encoded bytes, or a pixel array from a JSONL line)."""
+    name: str
+    load: object  # () -> ("bytes", bytes) or ("array", list); raises InputError
+
+
+def has_glob(path):
+    return any(c in path for c in "*?[")
+
+
+def expand(inputs, max_bytes):
+    """Every --input, checked now to name something (else UserError); returns the stream of Items, in order."""
+    plans = [_plan(spec, max_bytes) for spec in inputs]  # fails fast, before any prediction
+    return itertools.chain.from_iterable(plan() for plan in plans)
+
+
+def _plan(spec, max_bytes):
+    if is_gcs(spec):
+        return _plan_gcs(spec, max_bytes)
+    if has_glob(spec):
+        matches = sorted(glob.glob(spec, recursive=True))
+        if not matches:
+            raise UserError(f"--input={spec} matches no file: check the pattern (quote it, so that the shell "
+                            "does not expand it).")
+        return lambda: itertools.chain.from_iterable(_local(path, max_bytes, explicit=False) for path in matches)
+    if not os.path.exists(spec):
+        raise UserError(f"--input={spec}: no such file or folder.")
+    return lambda: _local(spec, max_bytes, explicit=True)
+
+
+def _local(path, max_bytes, explicit):
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    yield _local_file(os.path.join(root, name), max_bytes)
+    elif path.lower().endswith(JSONL_EXTENSIONS):
+        yield from _jsonl(path, lambda: open(path, "rb"))
+    elif explicit or path.lower().endswith(IMAGE_EXTENSIONS):
+        yield _local_file(path, max_bytes)
+
+
+def _local_file(path, max_bytes):
+    def load():
+        try:
+            size = os.path.getsize(path)
+            if size > max_bytes:
+                raise InputError(f"file of {size:,} bytes is over the limit of {max_bytes:,} (--max_bytes)")
+            with open(path, "rb") as f:
+                return "bytes", f.read()
+        except OSError as error:
+            raise InputError(f"unreadable: {error.strerror or error}") from None
+    return Item(path, load)
+
+
+def _plan_gcs(spec, max_bytes):
+    bucket_name, name = split_gcs(spec)
+    if not bucket_name:
+        raise UserError(f"--input={spec}: give gs://BUCKET/PATH.")
+    client = gcs_client()
+    from google.api_core import exceptions as api
+    try:
+        if has_glob(name):
+            literal = name[:min(name.index(c) for c in "*?[" if c in name)]
+            pattern = name
+
+            def blobs():
+                for blob in client.list_blobs(bucket_name, prefix=literal):
+                    if fnmatch.fnmatchcase(blob.name, pattern) and not blob.name.endswith("/"):
+                        yield blob
+            first = next(blobs(), None)
+            if first is None:
+                raise UserError(f"--input={spec} matches no object.")
+            return lambda: (_gcs_item(blob, max_bytes) for blob in blobs())
+        blob = client.bucket(bucket_name).get_blob(name) if name and not name.endswith("/") else None
+        if blob is not None:
+            return lambda: iter(_gcs_single(blob, max_bytes))
+        prefix = name.rstrip("/") + "/" if name else ""
+
+        def images():
+            for blob in client.list_blobs(bucket_name, prefix=prefix):
+                if blob.name.lower().endswith(IMAGE_EXTENSIONS):
+                    yield _gcs_item(blob, max_bytes)
+        if next(iter(client.list_blobs(bucket_name, prefix=prefix, max_results=1)), None) is None:
+            raise UserError(f"--input={spec}: no such object or prefix.")
+        return images
+    except api.NotFound:
+        raise UserError(f"--input={spec}: bucket gs://{bucket_name} does not exist.") from None
+    except (api.Forbidden, api.Unauthorized) as error:
+        raise UserError(f"--input={spec}: not allowed to read ({error.__class__.__name__}): grant the job's "
+                        "service account roles/storage.objectViewer on the bucket.") from None
+    except transient_errors() as error:
+        raise RetryableError(f"listing --input={spec} failed ({error.__class__.__name__}): rerun.") from None
+
+
+def _gcs_single(blob, max_bytes):
+    if blob.name.lower().endswith(JSONL_EXTENSIONS):
+        return _jsonl(f"gs://{blob.bucket.name}/{blob.name}", lambda: blob.open("rb"))
+    return [_gcs_item(blob, max_bytes)]
+
+
+def _gcs_item(blob, max_bytes):
+    url = f"gs://{blob.bucket.name}/{blob.name}"
+
+    def load():
+        from google.api_core import exceptions as api
+        if blob.size is not None and blob.size > max_bytes:
+            raise InputError(f"object of {blob.size:,} bytes is over the limit of {max_bytes:,} (--max_bytes)")
+        try:
+            return "bytes", blob.download_as_bytes()
+        except (api.NotFound, api.Forbidden, api.Unauthorized) as error:
+            raise InputError(f"unreadable: {error.__class__.__name__}") from None
+        except transient_errors() as error:
+            raise InputError(f"unreadable (transient: {error.__class__.__name__}; rerun)", transient=True) from None
+    return Item(url, load)
+
+
+def _jsonl(name, opener):
+    """The instances of a JSONL file, streamed line by line; blank lines are not instances."""
+    with opener() as stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            yield _instance(f"{name}:{number}", line)
+
+
+def _instance(default_name, line):
+    try:
+        value = json.loads(line)
+    except ValueError as error:
+        return Item(default_name, _raise(f"not a JSON line ({error})"))
+    name = default_name
+    if isinstance(value, dict) and isinstance(value.get("key"), (str, int)):
+        name = str(value["key"])
+    if isinstance(value, dict):
+        for field in ("image_bytes", "b64", "image", "images"):
+            if field in value:
+                value = value[field]
+                break
+        else:
+            return Item(name, _raise("an instance needs image_bytes: {\"b64\": ...}, b64, or images (pixels)"))
+    if isinstance(value, dict) and "b64" in value:
+        value = value["b64"]
+    elif isinstance(value, list):
+        return Item(name, lambda: ("array", value))
+    if isinstance(value, str):
+        def load():
+            try:
+                return "bytes", base64.b64decode(value, validate=True)
+            except ValueError:
+                raise InputError("b64 is not valid base64") from None
+        return Item(name, load)
+    return Item(name, _raise("an instance needs image_bytes: {\"b64\": ...}, b64, or images (pixels)"))
+
+
+def _raise(message):
+    def load():
+        raise InputError(message)
+    return load
+
+
+def take(items, count):
+    """The next `count` Items. Listing a prefix and reading a JSONL file happen here, lazily: their failures end
+    the run (a listing cannot be skipped like one unreadable image)."""
+    from google.api_core import exceptions as api
+    try:
+        return list(itertools.islice(items, count))
+    except transient_errors() as error:
+        raise RetryableError(f"listing or reading the inputs failed ({error.__class__.__name__}): rerun.") from None
+    except (api.NotFound, api.Forbidden, api.Unauthorized) as error:
+        raise UserError(f"cannot list or read the inputs ({error.__class__.__name__}).") from None
+    except OSError as error:
+        raise UserError(f"cannot read the inputs: {error}.") from None
+
+
+
+
+def input_specs(values):
+    """The --input flags' values as the list of inputs, in order: every repeated flag counts (absl's list flag kept
+    only the last one), and each value is split at commas unless it names an existing local file or folder as a
+    whole (a path with a comma in it)."""
+    specs = []
+    for value in values or ():
+        if "," in value and not os.path.exists(value):
+            specs += [part.strip() for part in value.split(",")]
+        else:
+            specs.append(value)
+    return specs
+
+
