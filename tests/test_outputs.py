@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from trainer import outputs
+from trainer import outputs, storage
 
 
 def staged(tmp_path):
@@ -86,7 +86,11 @@ def test_gcs_publish_uploads_metrics_last_under_the_prefix(tmp_path):
                                                 "runs/cnn/test_predictions.npz"]
 
 
-@pytest.mark.parametrize("url, bucket, prefix", [
-    ("gs://b/a/c", "b", "a/c"), ("gs://b", "b", ""), ("gs://b/", "b", ""), ("gs://b/a/", "b", "a")])
-def test_split_gcs(url, bucket, prefix):
-    assert outputs.split_gcs(url) == (bucket, prefix)
+@pytest.mark.parametrize("url, bucket, name, prefix", [
+    ("gs://b/a/c", "b", "a/c", "a/c"), ("gs://b", "b", "", ""), ("gs://b/", "b", "", ""),
+    ("gs://b/a/", "b", "a/", "a")])
+def test_split_gcs(url, bucket, name, prefix):
+    """The name as given (a trailing "/" says "a folder", which fmnist-predict's --input reads); a run's output
+    prefix without it."""
+    assert storage.split_gcs(url) == (bucket, name)
+    assert outputs.GcsOutput(url).prefix == prefix

@@ -181,7 +181,6 @@ def bucket(monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{host}:{port}")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
     from google.cloud import storage
-    monkeypatch.setattr(inputs, "_client", None)
     yield storage.Client().bucket("runs")
     server.stop()
 
@@ -316,8 +315,8 @@ def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retrya
     assert batch.outcome(summary, str(output))[0] == 75
 
     out = Output(str(tmp_path / "x.jsonl"))
-    out.path, out.blob = "gs://shop/x.jsonl", Blob("x.jsonl", b"")
-    out.blob.upload_from_filename = lambda *a, **k: (_ for _ in ()).throw(api.ServiceUnavailable("later"))
+    out.file.url, out.file.blob = "gs://shop/x.jsonl", Blob("x.jsonl", b"")
+    out.file.blob.upload_from_filename = lambda *a, **k: (_ for _ in ()).throw(api.ServiceUnavailable("later"))
     with pytest.raises(batch.RetryableError, match="uploading --output=gs://shop/x.jsonl failed"):
         out.publish()
     out.discard()

@@ -21,7 +21,7 @@ def main(argv):
     import tempfile
 
     from trainer.errors import PERMANENT, RETRY, RetryableError, UserError
-    from trainer.outputs import is_gcs
+    from trainer.storage import is_gcs
     from trainer.serving import model
     parser = argparse.ArgumentParser(prog="python -m trainer.export", description=with_default_signature.__doc__)
     parser.add_argument("--model_dir", required=True, help="a run folder or its saved_model/, local or gs://")
@@ -53,18 +53,9 @@ def main(argv):
 
 
 def _upload(folder, url):
-    from google.api_core import exceptions as api
-    from trainer import outputs
-    from trainer.errors import RetryableError, UserError
-    output = outputs.GcsOutput(url)
-    try:
-        output.upload_folder(folder)
-    except api.NotFound:
-        raise UserError(f"--output_dir={url}: bucket gs://{output.bucket_name} does not exist.") from None
-    except (api.Forbidden, api.Unauthorized) as error:
-        raise UserError(f"cannot write --output_dir={url} ({error.__class__.__name__}).") from None
-    except outputs.transient_errors() as error:
-        raise RetryableError(f"uploading to {url} failed ({error.__class__.__name__}): rerun.") from None
+    from trainer import outputs, storage
+    with storage.errors(url, "write", doing="uploading to", name=f"--output_dir={url}"):
+        outputs.GcsOutput(url).upload_folder(folder)
 
 
 if __name__ == "__main__":

@@ -4,65 +4,24 @@ Everything a run produces is first written to a local staging folder. Publishing
 (gs://) each item into place and writes `metrics.json` last: its presence is the commit marker that says the run
 finished. A crashed or preempted run leaves no metrics.json, so nothing mistakes its leftovers for a result.
 
-Cloud Storage goes through `google-cloud-storage` rather than TensorFlow's own gs:// file system: the client
-library honours `STORAGE_EMULATOR_HOST` (tests run against a local emulator) and reports a missing bucket or
-missing credentials clearly, which is checked before training starts.
+Paths, the Cloud Storage client, its errors, the write probe and atomic writes are `trainer.storage`'s; a missing
+bucket or missing credentials are found before training starts (`check_writable`).
 """
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
 
+from trainer import storage
 from trainer.errors import RetryableError, UserError
+from trainer.storage import is_gcs, transient_errors  # noqa: F401  (where callers have imported them from)
 
 METRICS_FILE = "metrics.json"
 
 
-def is_gcs(path):
-    return str(path).startswith("gs://")
-
-
-def split_gcs(url):
-    """gs://bucket/a/b -> ("bucket", "a/b")."""
-    bucket, _, prefix = url[len("gs://"):].partition("/")
-    return bucket, prefix.strip("/")
-
-
 def open_output(url):
     return GcsOutput(url) if is_gcs(url) else LocalOutput(url)
-
-
-def gcs_client(what):
-    """A google-cloud-storage client, or a UserError that says how to get credentials to `what` ("write gs://…")."""
-    from google.auth import exceptions as auth_exceptions
-    from google.cloud import storage
-    try:
-        return storage.Client()
-    except auth_exceptions.DefaultCredentialsError:
-        raise UserError(
-            f"no Google Cloud credentials to {what}: run `gcloud auth application-default login`, "
-            "set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account (Workload Identity on "
-            "Kubernetes, the job's service account on Vertex AI).") from None
-
-
-def gcs_bucket(url, access="write"):
-    """The google-cloud-storage bucket of a gs:// URL, or a UserError that says how to get credentials."""
-    return gcs_client(f"{access} {url}").bucket(split_gcs(url)[0])
-
-
-@contextlib.contextmanager
-def gcs_errors(url, access="write"):
-    """Turns Cloud Storage's permission errors into a UserError naming the role that is missing."""
-    from google.api_core import exceptions as api_exceptions
-    from google.auth import exceptions as auth_exceptions
-    try:
-        yield
-    except (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.GoogleAuthError) as error:
-        role = "roles/storage.objectAdmin" if access == "write" else "roles/storage.objectViewer"
-        raise UserError(f"cannot {access} {url} ({error.__class__.__name__}): the job's account needs {role} on "
-                        "the bucket.") from None
 
 
 def publish_or_retry(output, staging_dir, metrics):
@@ -70,41 +29,9 @@ def publish_or_retry(output, staging_dir, metrics):
     so the rerun publishes without training again)."""
     try:
         output.publish(staging_dir, metrics)
-    except Exception as error:
-        if not _transient(error):
-            raise
-        raise RetryableError(f"could not publish to {output.url} ({type(error).__name__}: "
-                             f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}); the backup "
-                             "is kept: rerun the same command to publish without training again.") from None
-
-
-@contextlib.contextmanager
-def _retry_if_transient(url):
-    try:
-        yield
-    except Exception as error:
-        if not _transient(error):
-            raise
-        raise RetryableError(f"cannot reach {url} now ({type(error).__name__}): Cloud Storage is unreachable or "
-                             "failing; retry later.") from None
-
-
-def transient_errors():
-    """The errors of storage that may work on a retry: unreachable, overloaded, failing on the server, timed out,
-    out of retries (for `except`)."""
-    try:
-        import requests
-        from google.api_core import exceptions as api_exceptions
-        from google.auth import exceptions as auth_exceptions
-    except ImportError:
-        return ConnectionError, TimeoutError
-    return (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-            api_exceptions.ServerError, api_exceptions.TooManyRequests, api_exceptions.RetryError,
-            auth_exceptions.TransportError)
-
-
-def _transient(error):
-    return isinstance(error, transient_errors())
+    except transient_errors() as error:
+        raise RetryableError(f"could not publish to {output.url} ({storage.first_line(error)}); the backup is kept: "
+                             "rerun the same command to publish without training again.") from None
 
 
 def fetch(url, names, scratch):
@@ -117,7 +44,7 @@ def fetch(url, names, scratch):
     from google.api_core import exceptions as api_exceptions
     local = tempfile.mkdtemp(dir=scratch)
     output = GcsOutput(url, access="read")
-    with gcs_errors(url, "read"):
+    with storage.errors(url, "read", doing="reading"):
         for name in names:
             try:
                 output.bucket.blob(output.blob_name(name)).download_to_filename(os.path.join(local, name))
@@ -154,15 +81,7 @@ class LocalOutput:
 
     def check_writable(self):
         """Creates the folder and proves it is writable, or says why not."""
-        if os.path.exists(self.url) and not os.path.isdir(self.url):
-            raise UserError(f"--output_dir={self.url} is a file, not a folder: give a folder path.")
-        try:
-            os.makedirs(self.url, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.url, prefix=".write-test-"):
-                pass
-        except OSError as error:
-            raise UserError(f"cannot write to --output_dir={self.url} ({error.strerror}): "
-                            "choose a folder you can write to.") from None
+        storage.check_writable(self.url, "--output_dir")
 
     def is_finished(self):
         return os.path.exists(self.child(METRICS_FILE))
@@ -191,12 +110,8 @@ class LocalOutput:
                 os.remove(target)
             os.replace(os.path.join(staging_dir, name), target)
         shutil.rmtree(staging_dir, ignore_errors=True)
-        temporary = self.child(f".{METRICS_FILE}.tmp")
-        with open(temporary, "w") as f:
-            json.dump(metrics, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.child(METRICS_FILE))
+        with storage.AtomicFile(self.child(METRICS_FILE), flag="--output_dir") as f:
+            f.write(json.dumps(metrics, indent=2))
 
 
 class GcsOutput:
@@ -204,7 +119,7 @@ class GcsOutput:
 
     def __init__(self, url, access="write"):
         self.url = url.rstrip("/")
-        self.bucket_name, self.prefix = split_gcs(self.url)
+        self.bucket_name, self.prefix = storage.split_gcs(self.url)
         self.access = access
         self._bucket = None
 
@@ -217,18 +132,12 @@ class GcsOutput:
     @property
     def bucket(self):
         if self._bucket is None:
-            self._bucket = gcs_bucket(self.url, self.access)
+            self._bucket = storage.bucket(self.url, self.access)
         return self._bucket
 
     def check_writable(self):
         """Fails fast, before any training, when the bucket is missing or cannot be written."""
-        with gcs_errors(self.url), _retry_if_transient(self.url):
-            if not self.bucket.exists():
-                raise UserError(f"bucket gs://{self.bucket_name} does not exist: create it "
-                                f"(`gcloud storage buckets create gs://{self.bucket_name}`) or fix --output_dir.")
-            probe = self.bucket.blob(self.blob_name(".write-test"))
-            probe.upload_from_string(b"")
-            probe.delete()
+        storage.check_writable(self.url, "--output_dir")
 
     def is_finished(self):
         return self.bucket.blob(self.blob_name(METRICS_FILE)).exists()

@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from trainer import outputs
+from trainer import outputs, storage
 from trainer.report import stats
 from trainer.errors import UserError
 
@@ -112,7 +112,7 @@ def default_names(urls):
 
 
 def default_report_dir(urls):
-    if any(outputs.is_gcs(u) for u in urls):
+    if any(storage.is_gcs(u) for u in urls):
         return GCS_DEFAULT_REPORT_DIR
     parents = [os.path.dirname(os.path.abspath(u.rstrip("/") or "/")) for u in urls]
     common = os.path.commonpath(parents)
@@ -173,7 +173,7 @@ def parse_args(args):
         parsed.names = names
     else:
         parsed.names = default_names(parsed.runs)
-    if parsed.out and outputs.is_gcs(parsed.out):
+    if parsed.out and storage.is_gcs(parsed.out):
         raise UserError(f"--out={parsed.out}: the report is written to a local folder; copy it to Cloud Storage "
                         "afterwards if needed (gcloud storage cp -r).")
     return parsed

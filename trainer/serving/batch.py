@@ -35,7 +35,7 @@ from absl import app, flags
 
 import trainer  # noqa: F401  (selects tf-keras before TensorFlow loads)
 from trainer.errors import FINISHED, PERMANENT, RETRY, RetryableError, UserError
-from trainer.outputs import is_gcs
+from trainer import storage
 from trainer.serving import model as saved_model
 from trainer.serving.inputs import IMAGE_EXTENSIONS, InputError, expand, input_specs, take
 from trainer.serving.output import Output
@@ -189,7 +189,7 @@ def define_flags():
     flags.register_validator("max_bytes", lambda v: v > 0, message="--max_bytes must be a positive number.")
     for name in ("model_dir", "output"):
         flags.register_validator(
-            name, lambda v: v is None or (v.strip() != "" and (not is_gcs(v) or len(v) > 5 and v[5] != "/")),
+            name, lambda v: v is None or storage.well_formed(v),
             message=f"--{name} must be a local path or gs://BUCKET/PATH.")
     flags.register_validator("input", lambda v: v is None or all(s.strip() for s in input_specs(v)),
                              message="--input must name files, folders, globs, gs:// paths or JSONL files.")

@@ -15,9 +15,9 @@ import itertools
 import json
 import os
 
-from trainer import outputs
-from trainer.errors import RetryableError, UserError
-from trainer.outputs import is_gcs, transient_errors
+from trainer import storage
+from trainer.errors import UserError
+from trainer.storage import is_gcs
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 JSONL_EXTENSIONS = (".jsonl", ".json")
@@ -29,26 +29,6 @@ class InputError(Exception):
     def __init__(self, message, transient=False):
         super().__init__(message)
         self.transient = transient
-
-
-
-
-
-def split_gcs(url):
-    """gs://bucket/name -> ("bucket", "name"), the name as given (a trailing "/" says "a folder")."""
-    bucket, _, name = url[len("gs://"):].partition("/")
-    return bucket, name
-
-
-_client = None
-
-
-def gcs_client():
-    """One client for every object of the run (outputs.gcs_client: the credentials' message)."""
-    global _client
-    if _client is None:
-        _client = outputs.gcs_client("read or write gs:// paths")
-    return _client
 
 
 
@@ -110,12 +90,11 @@ def _local_file(path, max_bytes):
 
 
 def _plan_gcs(spec, max_bytes):
-    bucket_name, name = split_gcs(spec)
+    bucket_name, name = storage.split_gcs(spec)  # a trailing "/" says "a prefix"
     if not bucket_name:
         raise UserError(f"--input={spec}: give gs://BUCKET/PATH.")
-    client = gcs_client()
-    from google.api_core import exceptions as api
-    try:
+    client = storage.client(f"read {spec}")
+    with storage.errors(spec, "read", doing="listing", name=f"--input={spec}"):
         if has_glob(name):
             literal = name[:min(name.index(c) for c in "*?[" if c in name)]
             pattern = name
@@ -140,13 +119,6 @@ def _plan_gcs(spec, max_bytes):
         if next(iter(client.list_blobs(bucket_name, prefix=prefix, max_results=1)), None) is None:
             raise UserError(f"--input={spec}: no such object or prefix.")
         return images
-    except api.NotFound:
-        raise UserError(f"--input={spec}: bucket gs://{bucket_name} does not exist.") from None
-    except (api.Forbidden, api.Unauthorized) as error:
-        raise UserError(f"--input={spec}: not allowed to read ({error.__class__.__name__}): grant the job's "
-                        "service account roles/storage.objectViewer on the bucket.") from None
-    except transient_errors() as error:
-        raise RetryableError(f"listing --input={spec} failed ({error.__class__.__name__}): rerun.") from None
 
 
 def _gcs_single(blob, max_bytes):
@@ -164,10 +136,10 @@ def _gcs_item(blob, max_bytes):
             raise InputError(f"object of {blob.size:,} bytes is over the limit of {max_bytes:,} (--max_bytes)")
         try:
             return "bytes", blob.download_as_bytes()
-        except (api.NotFound, api.Forbidden, api.Unauthorized) as error:
-            raise InputError(f"unreadable: {error.__class__.__name__}") from None
-        except transient_errors() as error:
+        except storage.transient_errors() as error:
             raise InputError(f"unreadable (transient: {error.__class__.__name__}; rerun)", transient=True) from None
+        except (api.NotFound, *storage.permission_errors()) as error:
+            raise InputError(f"unreadable: {error.__class__.__name__}") from None
     return Item(url, load)
 
 
@@ -218,13 +190,10 @@ def _raise(message):
 def take(items, count):
     """The next `count` Items. Listing a prefix and reading a JSONL file happen here, lazily: their failures end
     the run (a listing cannot be skipped like one unreadable image)."""
-    from google.api_core import exceptions as api
     try:
-        return list(itertools.islice(items, count))
-    except transient_errors() as error:
-        raise RetryableError(f"listing or reading the inputs failed ({error.__class__.__name__}): rerun.") from None
-    except (api.NotFound, api.Forbidden, api.Unauthorized) as error:
-        raise UserError(f"cannot list or read the inputs ({error.__class__.__name__}).") from None
+        with storage.errors("gs://", "read", doing="listing or reading", name="the inputs",
+                            missing="cannot list or read the inputs (NotFound)."):
+            return list(itertools.islice(items, count))
     except OSError as error:
         raise UserError(f"cannot read the inputs: {error}.") from None
 

@@ -6,9 +6,9 @@
 import functools
 import os
 
-from trainer.errors import RetryableError, UserError
-from trainer.outputs import is_gcs, transient_errors
-from trainer.serving.inputs import gcs_client, split_gcs
+from trainer import storage
+from trainer.errors import UserError
+from trainer.storage import is_gcs
 
 SAVED_MODEL_FILE = "saved_model.pb"
 # What a SavedModel is made of, relative to it; a run's logs, metrics and test predictions are not downloaded.
@@ -59,11 +59,10 @@ def load(model_dir, scratch):
 
 def download(url, target):
     """The SavedModel files under a gs:// run folder or saved_model/ prefix, downloaded into `target`."""
-    from google.api_core import exceptions as api
-    bucket_name, prefix = split_gcs(url.rstrip("/"))
-    client = gcs_client()
-    try:
-        found = 0
+    bucket_name, prefix = storage.split_gcs(url.rstrip("/"))
+    client = storage.client(f"read {url}")
+    found = 0
+    with storage.errors(url, "read", doing="downloading", name=f"--model_dir={url}"):
         for blob in client.list_blobs(bucket_name, prefix=f"{prefix}/" if prefix else None):
             relative = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
             if not (relative.startswith(SAVED_MODEL_PARTS) or relative in SAVED_MODEL_FILES):
@@ -72,12 +71,6 @@ def download(url, target):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             blob.download_to_filename(path)
             found += 1
-    except api.NotFound:
-        raise UserError(f"--model_dir={url}: bucket gs://{bucket_name} does not exist.") from None
-    except (api.Forbidden, api.Unauthorized) as error:
-        raise UserError(f"--model_dir={url}: not allowed to read ({error.__class__.__name__}).") from None
-    except transient_errors() as error:
-        raise RetryableError(f"downloading --model_dir={url} failed ({error.__class__.__name__}): rerun.") from None
     if not found:
         raise UserError(f"--model_dir={url} holds no SavedModel (nothing under saved_model/).")
     return target
