@@ -71,23 +71,22 @@ exit 0
 PARSE_FLAGS = r"""
 import importlib, json, sys
 from absl import flags
-module = importlib.import_module(sys.argv[2])  # defines the program's flags and their validators on import,
-getattr(module, "define_flags", lambda: None)()  # or when asked
+flag_values = importlib.import_module(sys.argv[2]).COMMAND.flag_values  # the command's flags (trainer.cli)
 results = []
 for args in json.load(sys.stdin):
     try:
-        flags.FLAGS([sys.argv[1], *args])
+        flag_values([sys.argv[1], *args])
         results.append("ok")
     except flags.Error as error:
         results.append(str(error))
-    flags.FLAGS.unparse_flags()
+    flag_values.unparse_flags()
 print(json.dumps(results))
 """
 
 
 def flag_verdicts(program, module, argument_lists):
-    """What absl makes of each argument list in a fresh Python, with the flags `module` defines (on import, or with
-    its define_flags()): "ok", or the error absl gives."""
+    """What absl makes of each argument list in a fresh Python, with the flags of `module`'s command (its
+    `COMMAND`, a trainer.cli.Command): "ok", or the error absl gives."""
     result = run([sys.executable, "-c", PARSE_FLAGS, program, module], input=json.dumps(argument_lists))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

@@ -340,7 +340,7 @@ def test_different_labels_are_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, fragment", [([], "no run given"), (["--names", "a"], "no run given"),
-                                            (["--bogus"], "unrecognized arguments"),
+                                            (["--bogus"], "Unknown command line flag 'bogus'"),
                                             (["--out", "gs://b/r"], "local folder")])
 def test_bad_command_lines_are_clear_errors(two_runs, capsys, args, fragment):
     full = args if args in ([], ["--names", "a"]) else [*two_runs, *args]

@@ -554,7 +554,7 @@ def test_trainer_flags_in_the_manifests_and_specs_are_real(rendered):
     control = ["--model=cnn", "--epoch=3"]  # a misspelt flag: the parser must refuse it
     out_of_range = ["--model=cnn", "--learning_rate=10"]  # outside the validator's (0, 10)
     *verdicts, control_verdict, range_verdict = flag_verdicts(
-        "fmnist-train", "trainer.flags", [*argument_lists, control, out_of_range])
+        "fmnist-train", "trainer.task", [*argument_lists, control, out_of_range])
     assert verdicts == ["ok"] * len(argument_lists), list(zip(argument_lists, verdicts))
     assert "epoch" in control_verdict and "learning_rate" in range_verdict
 

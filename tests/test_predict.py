@@ -17,6 +17,7 @@ import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from conftest import ROOT
 from test_export import encode, exported_model, sample_images, signatures
 from test_photo import png_header_only, product_photo
+from trainer.errors import RetryableError
 from trainer.serving import batch, inputs
 from trainer.serving.output import Output
 
@@ -317,7 +318,7 @@ def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retrya
     out = Output(str(tmp_path / "x.jsonl"))
     out.file.url, out.file.blob = "gs://shop/x.jsonl", Blob("x.jsonl", b"")
     out.file.blob.upload_from_filename = lambda *a, **k: (_ for _ in ()).throw(api.ServiceUnavailable("later"))
-    with pytest.raises(batch.RetryableError, match="uploading --output=gs://shop/x.jsonl failed"):
+    with pytest.raises(RetryableError, match="uploading --output=gs://shop/x.jsonl failed"):
         out.publish()
     out.discard()
 

@@ -6,30 +6,36 @@
 Several runs of one recipe are checked by their mean: a recipe that ends at a constant learning rate (the seed's)
 leaves its final test accuracy about half a point of noise from seed to seed, so one run says little about the
 recipe (docs/benchmarks.md).
+
+Exit status: 0 every floor reached; 1 one was missed; 2 a mistake (an unfinished run, a malformed argument).
 """
 
 import os
 import statistics
 import sys
 
-from trainer import outputs
+from trainer import cli, outputs
 from trainer.errors import UserError
+
+COMMAND = cli.Command("check_accuracy", "python -m trainer.check_accuracy RUN_DIR[,RUN_DIR...]=FLOOR ...",
+                      description=__doc__.split("\n\n", 1)[1])
+MISSED = 1
 
 
 def test_accuracy(run_dir):
-    try:
-        return outputs.read_metrics(run_dir)["test_accuracy"]
-    except UserError as error:
-        raise SystemExit(f"check_accuracy: {error}") from None
+    return outputs.read_metrics(run_dir)["test_accuracy"]
 
 
 def check(spec):
     """Checks one `RUN_DIR[,RUN_DIR...]=FLOOR`; prints a line and returns whether it passed."""
     run_dirs, _, floor = spec.rpartition("=")
     if not run_dirs or not floor:
-        raise SystemExit(f"check_accuracy: {spec!r} is not RUN_DIR[,RUN_DIR...]=FLOOR, e.g. out/cnn=0.905.")
+        raise UserError(f"{spec!r} is not RUN_DIR[,RUN_DIR...]=FLOOR, e.g. out/cnn=0.905.")
     run_dirs = run_dirs.split(",")
-    floor = float(floor)
+    try:
+        floor = float(floor)
+    except ValueError:
+        raise UserError(f"{spec!r}: the floor {floor!r} is not a number, e.g. out/cnn=0.905.") from None
     accuracies = [test_accuracy(run_dir) for run_dir in run_dirs]
     mean = statistics.mean(accuracies)
     ok = mean >= floor
@@ -42,9 +48,16 @@ def check(spec):
     return ok
 
 
+def check_all(specs):
+    if not specs:
+        raise UserError("nothing to check: give RUN_DIR[,RUN_DIR...]=FLOOR, e.g. out/cnn=0.905.")
+    results = [check(spec) for spec in specs]
+    return 0 if all(results) else MISSED
+
+
 def main(argv):
-    results = [check(spec) for spec in argv[1:]]
-    return 0 if all(results) else 1
+    """The command on `argv` (the program's name first); returns the exit status."""
+    return COMMAND.main(check_all, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`python -m trainer.compare RUN_DIR...`: the comparison report's command (trainer/report/compare.py)."""
+"""`python -m trainer.compare RUN_DIR...`: the comparison report's command, whose name the README, the Makefile and
+the image use; the command itself is `trainer.report.compare`."""
 
 import sys
 

@@ -13,12 +13,9 @@ from typing import Optional
 from trainer import fashion_mnist, models, precision, recipes, settings
 from trainer.errors import UserError
 from trainer.settings import setting
+from trainer.storage import well_formed as _well_formed_location
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored")
-
-
-def _well_formed_location(value):
-    return bool(value.strip()) and (not value.startswith("gs://") or len(value) > 5 and not value[5:].startswith("/"))
 
 
 def _location_message(name):

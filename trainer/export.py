@@ -3,59 +3,74 @@
 `python -m trainer.export --model_dir=RUN --output_dir=DIR --default_signature=serving_bytes` writes a copy of a
 run's SavedModel whose *default* signature takes encoded images: for Vertex AI batch prediction and endpoints,
 which only ever call `serving_default` (docs/serving.md).
+
+Exit status as the trainer's: 0 written; 2 a mistake to fix (no SavedModel there, no bucket, no access); 75 a
+transient storage error (rerun).
 """
 
+import dataclasses
+import os
 import sys
+import tempfile
+from typing import Optional
 
-from trainer.serving.signatures import SIGNATURES, export_saved_model, with_default_signature  # noqa: F401
+from trainer import cli, outputs, settings, storage
+from trainer.errors import UserError
+from trainer.serving import SIGNATURES, model as saved_model
+from trainer.settings import setting
+
+
+def export_saved_model(model, input_shape, path, test_time_augmentation="none"):
+    """The run's SavedModel with its two signatures (`trainer.serving.signatures`); TensorFlow loads only here,
+    so that this command's flags are checked first."""
+    from trainer.serving import signatures
+    return signatures.export_saved_model(model, input_shape, path, test_time_augmentation)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """python -m trainer.export's flags."""
+    model_dir: Optional[str] = setting(None, "A run folder or its saved_model/, local or gs://.", required=True,
+                                       check=storage.well_formed,
+                                       message="--model_dir must be a local path or gs://BUCKET/PATH.")
+    output_dir: Optional[str] = setting(None, "Where the copy goes, local or gs://.", required=True,
+                                        check=storage.well_formed,
+                                        message="--output_dir must be a local path or gs://BUCKET/PATH.")
+    default_signature: str = setting(
+        "serving_bytes", "Which signature becomes serving_default (serving_default: only add serving_bytes to a "
+                         "SavedModel exported before it existed).", choices=SIGNATURES)
+
+
+COMMAND = cli.Command("python -m trainer.export", "python -m trainer.export --model_dir=RUN --output_dir=DIR "
+                      "[--default_signature=serving_bytes]", description=__doc__.split("\n\n", 1)[1],
+                      settings=settings.declared(Settings))
 
 
 def main(argv):
-    """`python -m trainer.export --model_dir=RUN --output_dir=DIR [--default_signature=serving_bytes]`.
+    """The command on `argv` (its flags, without the program's name); returns the exit status."""
+    return COMMAND.main(copy, [COMMAND.program, *argv])
 
-    Exit status as the trainer's: 0 written; 2 a mistake to fix (no SavedModel there, no bucket, no access);
-    75 a transient storage error (rerun).
-    """
-    import argparse
-    import os
-    import tempfile
 
-    from trainer.errors import PERMANENT, RETRY, RetryableError, UserError
-    from trainer.storage import is_gcs
-    from trainer.serving import model
-    parser = argparse.ArgumentParser(prog="python -m trainer.export", description=with_default_signature.__doc__)
-    parser.add_argument("--model_dir", required=True, help="a run folder or its saved_model/, local or gs://")
-    parser.add_argument("--output_dir", required=True, help="where the copy goes, local or gs://")
-    parser.add_argument("--default_signature", default="serving_bytes", choices=SIGNATURES,
-                        help="which signature becomes serving_default (serving_default: only add serving_bytes "
-                             "to a SavedModel exported before it existed)")
-    args = parser.parse_args(argv)
-
-    def fail(message, status=PERMANENT):
-        print(f"python -m trainer.export: error: {message}", file=sys.stderr)
-        return status
-
+def copy(arguments):
+    if arguments:
+        raise UserError(f"unexpected arguments {' '.join(arguments)!r}: every setting is a --flag (see --help).")
+    values = COMMAND.values()
+    output_dir = values["output_dir"]
+    from trainer import logs
+    with logs.quiet_native_startup():
+        from trainer.serving.signatures import with_default_signature
     with tempfile.TemporaryDirectory(prefix="fmnist-export-") as scratch:
-        try:
-            source = model.locate(args.model_dir, scratch)
-            target = os.path.join(scratch, "target") if is_gcs(args.output_dir) else args.output_dir
-            with_default_signature(source, target, args.default_signature)
-            if is_gcs(args.output_dir):
-                _upload(target, args.output_dir.rstrip("/"))
-        except UserError as error:
-            return fail(str(error))
-        except RetryableError as error:
-            return fail(str(error), RETRY)
-    takes = "image_bytes (encoded images)" if args.default_signature == "serving_bytes" else "images (uint8 arrays)"
-    print(f"wrote {args.output_dir}: serving_default takes {takes}; signatures serving_default, serving_bytes, "
+        source = saved_model.locate(values["model_dir"], scratch)
+        target = os.path.join(scratch, "target") if storage.is_gcs(output_dir) else output_dir
+        with_default_signature(source, target, values["default_signature"])
+        if storage.is_gcs(output_dir):
+            url = output_dir.rstrip("/")
+            with storage.errors(url, "write", doing="uploading to", name=f"--output_dir={url}"):
+                outputs.GcsOutput(url).upload_folder(target)
+    bytes_default = values["default_signature"] == "serving_bytes"
+    takes = "image_bytes (encoded images)" if bytes_default else "images (uint8 arrays)"
+    print(f"wrote {output_dir}: serving_default takes {takes}; signatures serving_default, serving_bytes, "
           "serving_images")
-    return 0
-
-
-def _upload(folder, url):
-    from trainer import outputs, storage
-    with storage.errors(url, "write", doing="uploading to", name=f"--output_dir={url}"):
-        outputs.GcsOutput(url).upload_folder(folder)
 
 
 if __name__ == "__main__":

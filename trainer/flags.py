@@ -6,30 +6,14 @@ what to do, before TensorFlow is even imported. Recipe settings default to None:
 
 from absl import flags
 
-from trainer import config
+from trainer import cli, config
 
 FLAGS = flags.FLAGS
 
-_DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}
-
-
-def _define(declared, recipe_field):
-    help_text = declared.help + (" (default: the recipe's)" if recipe_field else "")
-    if declared.env:
-        help_text += f" Default: ${declared.env}, when set."
-    if declared.choices:
-        flags.DEFINE_enum(declared.name, declared.default, declared.choices, help_text)
-    else:
-        _DEFINE[declared.type](declared.name, declared.default, help_text)
-    if declared.check:
-        flags.register_validator(declared.name, lambda value, d=declared: d.problem(value) is None,
-                                 message=declared.message)
-
-
 for _declared in config.job_settings():
-    _define(_declared, recipe_field=False)
+    cli.define(_declared, FLAGS, module_name=__name__)
 for _declared in config.recipe_settings():
-    _define(_declared, recipe_field=True)
+    cli.define(_declared, FLAGS, recipe_field=True, module_name=__name__)
 flags.register_multi_flags_validator(
     ["early_stopping_patience", "validation_split"],
     lambda values: config.cross_check(values) is None,

@@ -4,7 +4,7 @@ The job is `trainer.serving.batch`; this module keeps the command's name, which 
 docs use.
 """
 
-from trainer.serving.batch import define_flags, main, predict, run  # noqa: F401
+from trainer.serving.batch import COMMAND, main, predict, run  # noqa: F401
 
 if __name__ == "__main__":
     run()

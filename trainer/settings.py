@@ -11,12 +11,14 @@ import typing
 from typing import Any, Callable, Optional, Tuple, Union
 
 
-def setting(default, help, *, check=None, message=None, choices=None, env=None):
+def setting(default, help, *, check=None, message=None, choices=None, env=None, required=False, flag=None):
     """A declared setting. `check(value) -> bool` runs on every value but None; `message` says what to do when it
     fails. `choices`: the allowed values (or a function returning them). `env`: an environment variable a launcher
-    sets, used when the flag is not given."""
+    sets, used when the flag is not given. `required`: the command cannot run without it. `flag`: the flag's name
+    where it is not the field's (`--no-report`). A field typed `list` is a flag that may be repeated."""
     return dataclasses.field(default=default, metadata={
-        "help": help, "check": check, "message": message, "choices": choices, "env": env})
+        "help": help, "check": check, "message": message, "choices": choices, "env": env, "required": required,
+        "flag": flag})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Declared:
     message: Optional[str] = None
     choices: Optional[Tuple[str, ...]] = None
     env: Optional[str] = None
+    required: bool = False
 
     def problem(self, value):
         """None when `value` is acceptable, else the message that says what to do."""
@@ -55,11 +58,11 @@ def declared(cls, flag_default=dataclasses.MISSING, prefix=()):
             continue  # not a setting (e.g. a recipe's name, chosen by --recipe)
         choices = field.metadata["choices"]
         result.append(Declared(
-            name=field.name, type=kind, path=prefix + (field.name,),
+            name=field.metadata.get("flag") or field.name, type=kind, path=prefix + (field.name,),
             default=field.default if flag_default is dataclasses.MISSING else flag_default,
             help=field.metadata["help"], check=field.metadata["check"], message=field.metadata["message"],
             choices=tuple(choices() if callable(choices) else choices) if choices else None,
-            env=field.metadata["env"]))
+            env=field.metadata["env"], required=field.metadata.get("required", False)))
     return result
 
 

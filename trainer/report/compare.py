@@ -10,18 +10,19 @@ Mistakes (an unfinished run, missing test predictions, runs evaluated on differe
 command with one line on stderr and exit status 2, never a traceback.
 """
 
-import argparse
 import dataclasses
 import os
 import re
 import sys
 import tempfile
+from typing import Optional
 
 import numpy as np
 
-from trainer import outputs, storage
-from trainer.report import stats
+from trainer import cli, outputs, settings, storage
 from trainer.errors import UserError
+from trainer.report import stats
+from trainer.settings import setting
 
 PREDICTIONS_FILE = "test_predictions.npz"
 GCS_DEFAULT_REPORT_DIR = os.path.join("out", "report")
@@ -146,58 +147,70 @@ def text_table(runs):
 
 # ---- command line ----------------------------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (usage: python -m trainer.compare RUN_DIR... [--out REPORT_DIR] [--names a,b])")
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """python -m trainer.compare's flags (the runs are its arguments)."""
+    out: Optional[str] = setting(None, "Local folder for report.md, its figures and report.html (default: the runs' "
+                                       "common parent + /report; out/report for gs:// runs).")
+    names: Optional[str] = setting(None, "Comma-separated labels for the runs, in order (default: folder names).")
+    no_report: bool = setting(False, "Print the table and the tests only.", flag="no-report")
 
 
-def parse_args(args):
-    parser = _Parser(prog="python -m trainer.compare", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="finished runs: local folders or gs:// prefixes")
-    parser.add_argument("--out", metavar="REPORT_DIR",
-                        help="local folder for report.md, its figures and report.html (default: the runs' common "
-                             "parent + /report; out/report for gs:// runs)")
-    parser.add_argument("--names", help="comma-separated labels for the runs, in order (default: folder names)")
-    parser.add_argument("--no-report", action="store_true", help="print the table and the tests only")
-    parsed = parser.parse_args(args)
-    if not parsed.runs:
+COMMAND = cli.Command("compare", "python -m trainer.compare RUN_DIR... [--out REPORT_DIR] [--names a,b] "
+                                 "[--no-report]", description=__doc__.split("\n\n", 1)[1],
+                      settings=settings.declared(Settings))
+
+
+@dataclasses.dataclass(frozen=True)
+class Arguments:
+    runs: list
+    names: list
+    out: Optional[str]
+    no_report: bool
+
+
+def parse_args(runs, values):
+    """The command line's runs and flag values, checked, with the runs' names decided."""
+    if not runs:
         raise UserError("no run given: usage: python -m trainer.compare RUN_DIR [RUN_DIR...] [--out REPORT_DIR]")
-    if parsed.names is not None:
-        names = [n.strip() for n in parsed.names.split(",")]
-        if len(names) != len(parsed.runs) or not all(names):
-            raise UserError(f"--names gives {len(names)} name(s) for {len(parsed.runs)} run(s): give one non-empty "
+    if values["names"] is not None:
+        names = [n.strip() for n in values["names"].split(",")]
+        if len(names) != len(runs) or not all(names):
+            raise UserError(f"--names gives {len(names)} name(s) for {len(runs)} run(s): give one non-empty "
                             "name per run, comma-separated, in the order of the runs.")
         if len(set(names)) != len(names):
-            raise UserError(f"--names {parsed.names!r} repeats a name: every run needs its own.")
-        parsed.names = names
+            raise UserError(f"--names {values['names']!r} repeats a name: every run needs its own.")
     else:
-        parsed.names = default_names(parsed.runs)
-    if parsed.out and storage.is_gcs(parsed.out):
-        raise UserError(f"--out={parsed.out}: the report is written to a local folder; copy it to Cloud Storage "
+        names = default_names(runs)
+    if values["out"] and storage.is_gcs(values["out"]):
+        raise UserError(f"--out={values['out']}: the report is written to a local folder; copy it to Cloud Storage "
                         "afterwards if needed (gcloud storage cp -r).")
-    return parsed
+    return Arguments(list(runs), names, values["out"], values["no-report"])
+
+
+def compare(runs):
+    """The command with the parsed flags: reads the runs, prints the table and the tests, writes the report."""
+    args = parse_args(runs, COMMAND.values())
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = read_runs(args.runs, args.names, scratch)
+    print(text_table(runs))
+    comparisons = stats.compare_pairs(runs)
+    for line in stats.test_lines(comparisons):
+        print(line)
+    for warning in stats.warnings(runs):
+        print(f"compare: warning: {warning}", file=sys.stderr)
+    if not args.no_report:
+        render = _renderer()
+        out = args.out or default_report_dir(args.runs)
+        written = render.write(runs, comparisons, out)
+        print("report: " + ", ".join(written))
 
 
 def main(argv):
-    try:
-        args = parse_args(argv[1:])
-        with tempfile.TemporaryDirectory() as scratch:
-            runs = read_runs(args.runs, args.names, scratch)
-        print(text_table(runs))
-        comparisons = stats.compare_pairs(runs)
-        for line in stats.test_lines(comparisons):
-            print(line)
-        for warning in stats.warnings(runs):
-            print(f"compare: warning: {warning}", file=sys.stderr)
-        if not args.no_report:
-            render = _renderer()
-            out = args.out or default_report_dir(args.runs)
-            written = render.write(runs, comparisons, out)
-            print("report: " + ", ".join(written))
-    except UserError as error:
-        print(f"compare: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    """The command on `argv` (the program's name first); exits with its status (2: a mistake, one line)."""
+    status = COMMAND.main(compare, argv)
+    if status:
+        sys.exit(status)
 
 
 def _renderer():

@@ -6,3 +6,5 @@ gs://, and loading it) -> `inputs` (what to predict: files, folders, globs, gs:/
 input checked and decoded) -> `output` (the JSONL of predictions, complete or absent) -> `batch` (the job:
 `python -m trainer.predict`, console script `fmnist-predict`).
 """
+
+SIGNATURES = ("serving_default", "serving_bytes")  # the exported SavedModel's (signatures.py), named before TF loads

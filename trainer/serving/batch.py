@@ -30,12 +30,12 @@ import os
 import sys
 import tempfile
 import time
-
-from absl import app, flags
+from typing import Optional
 
 import trainer  # noqa: F401  (selects tf-keras before TensorFlow loads)
-from trainer.errors import FINISHED, PERMANENT, RETRY, RetryableError, UserError
-from trainer import storage
+from trainer import cli, settings, storage
+from trainer.errors import FINISHED, PERMANENT, RETRY, UserError
+from trainer.settings import setting
 from trainer.serving import model as saved_model
 from trainer.serving.inputs import IMAGE_EXTENSIONS, InputError, expand, input_specs, take
 from trainer.serving.output import Output
@@ -44,9 +44,6 @@ from trainer.serving.preprocess import preprocessor
 PROGRAM = "fmnist-predict"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000  # photo.MAX_PIXELS, without importing TensorFlow to parse the flags
-FLAG_NAMES = ("model_dir", "input", "output", "batch_size", "readers", "max_pixels", "max_bytes")
-
-FLAGS = flags.FLAGS
 
 
 
@@ -161,87 +158,57 @@ def predict(model_dir, inputs, output, batch_size=256, readers=8, max_pixels=Non
             out.discard()
 
 
-# ------------------------------------------------------------------------------------------------ flags
+# ----------------------------------------------------------------------------------------- command line
 
-def define_flags():
-    if "model_dir" in FLAGS:
-        return
-    flags.DEFINE_string("model_dir", None, "A finished run's folder (or its saved_model/), local or gs://.")
-    flags.DEFINE_multi_string(
-        "input", None,
-        "What to predict, in this order (repeat the flag or separate with commas; a value naming an existing local "
-        "file or folder is taken whole): image files, folders (searched "
-        "recursively for PNG, JPEG, GIF, BMP and WebP files), globs (quoted), gs:// objects or prefixes, or JSONL "
-        "files of instances ({\"image_bytes\": {\"b64\": ...}}, {\"b64\": ...} or 28x28 pixels; \"key\" names one).")
-    flags.DEFINE_string("output", None, "The JSONL file of predictions, one line per input: a local path or gs://.")
-    flags.DEFINE_integer("batch_size", 256, "Images per model call (and read ahead at most).")
-    flags.DEFINE_integer("readers", 8, "Threads reading and decoding images.")
-    flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS,
-                         "An image whose header declares more pixels than this is refused before decoding.")
-    flags.DEFINE_integer("max_bytes", DEFAULT_MAX_BYTES, "A file larger than this is refused before reading it.")
-    for name in ("model_dir", "input", "output"):
-        flags.mark_flag_as_required(name)
-    flags.register_validator("batch_size", lambda v: 1 <= v <= 8192,
-                             message="--batch_size must be from 1 to 8192, e.g. --batch_size=256.")
-    flags.register_validator("readers", lambda v: 1 <= v <= 256,
-                             message="--readers must be from 1 to 256, e.g. --readers=8.")
-    flags.register_validator("max_pixels", lambda v: v > 0, message="--max_pixels must be a positive number.")
-    flags.register_validator("max_bytes", lambda v: v > 0, message="--max_bytes must be a positive number.")
-    for name in ("model_dir", "output"):
-        flags.register_validator(
-            name, lambda v: v is None or storage.well_formed(v),
-            message=f"--{name} must be a local path or gs://BUCKET/PATH.")
-    flags.register_validator("input", lambda v: v is None or all(s.strip() for s in input_specs(v)),
-                             message="--input must name files, folders, globs, gs:// paths or JSONL files.")
+def _location(name):
+    return dict(check=storage.well_formed, message=f"--{name} must be a local path or gs://BUCKET/PATH.")
 
 
-def _fail(message, status=PERMANENT):
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    sys.exit(status)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """fmnist-predict's flags."""
+    model_dir: Optional[str] = setting(None, "A finished run's folder (or its saved_model/), local or gs://.",
+                                       required=True, **_location("model_dir"))
+    input: Optional[list] = setting(
+        None, "What to predict, in this order (repeat the flag or separate with commas; a value naming an existing "
+              "local file or folder is taken whole): image files, folders (searched recursively for PNG, JPEG, GIF, "
+              "BMP and WebP files), globs (quoted), gs:// objects or prefixes, or JSONL files of instances "
+              "({\"image_bytes\": {\"b64\": ...}}, {\"b64\": ...} or 28x28 pixels; \"key\" names one).",
+        required=True, check=lambda v: all(s.strip() for s in input_specs(v)),
+        message="--input must name files, folders, globs, gs:// paths or JSONL files.")
+    output: Optional[str] = setting(None, "The JSONL file of predictions, one line per input: a local path or gs://.",
+                                    required=True, **_location("output"))
+    batch_size: int = setting(256, "Images per model call (and read ahead at most).", check=lambda v: 1 <= v <= 8192,
+                              message="--batch_size must be from 1 to 8192, e.g. --batch_size=256.")
+    readers: int = setting(8, "Threads reading and decoding images.", check=lambda v: 1 <= v <= 256,
+                           message="--readers must be from 1 to 256, e.g. --readers=8.")
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS,
+                              "An image whose header declares more pixels than this is refused before decoding.",
+                              check=lambda v: v > 0, message="--max_pixels must be a positive number.")
+    max_bytes: int = setting(DEFAULT_MAX_BYTES, "A file larger than this is refused before reading it.",
+                             check=lambda v: v > 0, message="--max_bytes must be a positive number.")
 
 
-HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
+COMMAND = cli.Command(PROGRAM, f"{PROGRAM} (or python -m trainer.predict) --model_dir=RUN --input=IMAGES "
+                               "--output=predictions.jsonl", description=__doc__.split("\n\n", 1)[1],
+                      settings=settings.declared(Settings))
 
 
-def parse_flags(argv):
-    """absl's parsing, with the contract's status 2 for a bad flag (absl's own is 1) and a help of our flags."""
-    define_flags()
-    if any(arg in HELP_FLAGS for arg in argv[1:]):
-        print(f"Usage: {PROGRAM} (or python -m trainer.predict) --model_dir=RUN --input=IMAGES "
-              f"--output=predictions.jsonl\n\n{__doc__.split(chr(10) + chr(10), 1)[1]}")
-        for name in FLAG_NAMES:
-            flag = FLAGS[name]
-            default = f" (default: {flag.default})" if flag.default is not None else " (required)"
-            print(f"  --{name}: {flag.help}{default}")
-        sys.exit(FINISHED)
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        _fail(str(error))
-
-
-def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])!r}: every setting is a --flag (see --help).")
-    try:
-        from trainer import logs  # the trainer's quiet start-up, where this version of the trainer has it
-        with logs.quiet_native_startup():
-            import tensorflow  # noqa: F401
-        logs.configure()
-    except ImportError:
-        pass
-    try:
-        summary = predict(FLAGS.model_dir, input_specs(FLAGS.input), FLAGS.output, batch_size=FLAGS.batch_size,
-                          readers=FLAGS.readers, max_pixels=FLAGS.max_pixels, max_bytes=FLAGS.max_bytes)
-    except UserError as error:
-        _fail(str(error))
-    except RetryableError as error:
-        _fail(str(error), RETRY)
-    print(f"{PROGRAM}: {summary.line()}; predictions in {FLAGS.output}")
-    status, message = outcome(summary, FLAGS.output)
-    if message:
-        _fail(message, status)
-    sys.exit(status)
+def main(arguments):
+    """The job with the parsed flags: predicts, prints the summary, returns the exit status."""
+    if arguments:
+        raise UserError(f"unexpected arguments {' '.join(arguments)!r}: every setting is a --flag (see --help).")
+    values = COMMAND.values()
+    from trainer import logs  # the trainer's quiet start-up
+    with logs.quiet_native_startup():
+        import tensorflow  # noqa: F401
+    logs.configure()
+    summary = predict(values["model_dir"], input_specs(values["input"]), values["output"],
+                      batch_size=values["batch_size"], readers=values["readers"], max_pixels=values["max_pixels"],
+                      max_bytes=values["max_bytes"])
+    print(f"{PROGRAM}: {summary.line()}; predictions in {values['output']}")
+    status, message = outcome(summary, values["output"])
+    return cli.report(PROGRAM, message, status) if message else status
 
 
 def outcome(summary, output):
@@ -261,7 +228,7 @@ def run():
     # would repeat it on stderr for every such image. (trainer/__init__.py set the default of 1 just before.)
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "1":
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    app.run(main, flags_parser=parse_flags)
+    COMMAND.run(main)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ Vertex AI batch prediction and endpoints only ever call `serving_default` (docs/
 import tensorflow as tf
 
 from trainer import data, evaluate
-from trainer.serving import photo
-
-SIGNATURES = ("serving_default", "serving_bytes")
+from trainer.serving import SIGNATURES, photo
 ACCEPTED_SHAPES = "[N, 28, 28] or [N, 28, 28, 1] (grey), [N, 28, 28, 3] (RGB) or [N, 28, 28, 4] (RGBA)"
 
 
