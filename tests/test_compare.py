@@ -7,6 +7,7 @@ import base64
 import contextlib
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -72,6 +73,45 @@ def test_very_small_p_values_stay_printable():
     assert report_stats.format_p(report_stats.mcnemar(5000, 10).p_value) == "< 1e-300"
     assert report_stats.format_p(0.0) == "< 1e-300"
     assert report_stats.format_p(0.25184) == "0.2518"
+
+
+def hand_written_mcnemar_p(b, c):
+    """The report's p-value as it was computed by hand before scipy: exact integer binomial tails below 25
+    discordant images, erfc of the continuity-corrected chi-square from 25."""
+    n = b + c
+    if n < report_stats.EXACT_BELOW:
+        return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n)
+    statistic = max(abs(b - c) - 1, 0) ** 2 / n
+    return math.erfc(math.sqrt(statistic / 2.0)) if statistic > 0 else 1.0
+
+
+def test_the_reports_figures_are_those_of_the_hand_written_tests():
+    """scipy's binomtest and chi2 give the p-values of the former hand-written code to 1e-12 (here: 6e-14 at
+    worst), and every printed figure (statistic, p) stays the same."""
+    for b in range(0, 70):
+        for c in range(0, 70, 3):
+            old, new = hand_written_mcnemar_p(b, c), report_stats.mcnemar(b, c).p_value
+            assert new == pytest.approx(old, rel=1e-12), (b, c)
+            assert report_stats.format_p(new) == report_stats.format_p(old), (b, c)
+    # The README's line from `make reproduce` (b = 321, c = 622), as the hand-written code printed it.
+    test = report_stats.mcnemar(321, 622)
+    assert (report_stats.statistic_text(test), report_stats.format_p(test.p_value)) == ("95.44", "1.52e-22")
+
+
+WITHOUT_SCIPY = ("import sys; sys.modules['scipy'] = None  # as in the runtime image\n"
+                 "from trainer.report.compare import main; main(['compare', *sys.argv[1:]])")
+
+
+@pytest.mark.e2e
+def test_without_scipy_no_report_prints_the_table_and_says_how_to_get_the_tests(two_runs):
+    result = subprocess.run([sys.executable, "-c", WITHOUT_SCIPY, *two_runs, "--no-report"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "test acc" in result.stdout and "McNemar" not in result.stdout
+    assert "McNemar's tests need scipy" in result.stderr and "requirements-report.txt" in result.stderr
+    one = subprocess.run([sys.executable, "-c", WITHOUT_SCIPY, two_runs[0], "--no-report"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0 and "scipy" not in one.stderr, one.stderr
 
 
 def test_holm_adjustment():

@@ -26,6 +26,7 @@ from trainer.settings import setting
 
 PREDICTIONS_FILE = "test_predictions.npz"
 GCS_DEFAULT_REPORT_DIR = os.path.join("out", "report")
+INSTALL_REPORT_EXTRA = "install the report extra (pip install -r requirements-report.txt -c constraints.txt)"
 
 COLUMNS = (
     ("run", "{}"), ("model", "{}"), ("recipe", "{}"), ("test acc", "{:.4f}"), ("test loss", "{:.4f}"),
@@ -194,7 +195,13 @@ def compare(runs):
     with tempfile.TemporaryDirectory() as scratch:
         runs = read_runs(args.runs, args.names, scratch)
     print(text_table(runs))
-    comparisons = stats.compare_pairs(runs)
+    try:
+        comparisons = stats.compare_pairs(runs)
+    except ImportError as error:  # scipy, the report extra's
+        if not args.no_report:
+            raise UserError(f"the report's tests need scipy ({error}): {INSTALL_REPORT_EXTRA}") from None
+        print(f"compare: warning: McNemar's tests need scipy ({error}): {INSTALL_REPORT_EXTRA}", file=sys.stderr)
+        comparisons = []
     for line in stats.test_lines(comparisons):
         print(line)
     for warning in stats.warnings(runs):
@@ -218,9 +225,8 @@ def _renderer():
     try:
         from trainer.report import render
     except ImportError as error:
-        raise UserError(f"the report needs matplotlib ({error}): install the report extra "
-                        "(pip install -r requirements-report.txt -c constraints.txt), or pass --no-report for the "
-                        "table and the tests alone.") from None
+        raise UserError(f"the report needs matplotlib ({error}): {INSTALL_REPORT_EXTRA}, or pass --no-report for "
+                        "the table and the tests alone.") from None
     return render
 
 
