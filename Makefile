@@ -34,7 +34,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt requirements-report.t
 	touch $@
 
 # The launchers' static checkers (checkov, kubectl's kustomize, shellcheck) in a venv of their own: checkov's
-# pins clash with the trainer's. tests/test_launchers.py runs them from here.
+# pins clash with the trainer's. tests/test_launch_*.py run them from here.
 lint-venv: $(LINT_VENV)/.installed
 
 $(LINT_VENV)/.installed: requirements-lint.txt constraints-lint.txt

@@ -8,7 +8,8 @@ from typing import Optional
 
 import pytest
 
-from conftest import ROOT, clean_env
+from support.data import ROOT
+from support.processes import clean_env
 from trainer import cli, settings
 from trainer.errors import RetryableError, UserError
 from trainer.settings import setting

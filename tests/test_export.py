@@ -1,63 +1,14 @@
 """The exported SavedModel's two signatures: shapes accepted and refused, colour, encoded images, re-export.
 
-One small CNN, fitted for a moment on 1,200 training images and exported in-process, serves every test here (and
-those of test_predict.py and test_serving_launch.py, which import `exported_model` and `test_images`).
+One small CNN (tests/support/model.py), fitted for a moment and exported in-process, serves every test here.
 """
-
-import atexit
-import functools
-import io
-import os
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
-from conftest import DATA_DIR, TFDS_MANUAL_DIR
-
-
-@functools.lru_cache(maxsize=None)
-def sample_images(count=64):
-    """The first `count` test images (uint8 [N, 28, 28]) and labels."""
-    from trainer import data
-    builder = data.prepare(DATA_DIR, TFDS_MANUAL_DIR or None)
-    images, labels = data.load(builder, f"test[:{count}]")
-    return images[..., 0], labels
-
-
-@functools.lru_cache(maxsize=None)
-def exported_model():
-    """A run folder (with saved_model/) of a CNN briefly fitted on 1,200 training images; built once per session."""
-    import tensorflow as tf
-    from trainer import data, models
-    from trainer.serving.signatures import export_saved_model
-    tf.keras.utils.set_random_seed(0)
-    builder = data.prepare(DATA_DIR, TFDS_MANUAL_DIR or None)
-    images, labels = data.load(builder, "train[:1200]")
-    spec = models.get("cnn")
-    model = spec.build()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(images.astype("float32") / 255.0, labels, epochs=3, batch_size=32, verbose=0)
-    run = tempfile.mkdtemp(prefix="fmnist-test-run-")
-    atexit.register(shutil.rmtree, run, ignore_errors=True)
-    export_saved_model(model, spec.input_shape, os.path.join(run, "saved_model"), "flip")
-    return run
-
-
-@functools.lru_cache(maxsize=None)
-def signatures():
-    import tensorflow as tf
-    loaded = tf.saved_model.load(os.path.join(exported_model(), "saved_model"))
-    return loaded, loaded.signatures["serving_default"], loaded.signatures["serving_bytes"]
-
-
-def encode(array, fmt="PNG", **options):
-    from PIL import Image
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, fmt, **options)
-    return buffer.getvalue()
+from support.images import encode
+from support.model import sample_images, signatures, vertex_copy
 
 
 def probabilities(signature, **inputs):
@@ -153,27 +104,6 @@ def test_serving_bytes_refuses_what_is_not_an_image():
     images, _ = sample_images()
     with pytest.raises(tf.errors.InvalidArgumentError, match="not an image this model reads"):
         serve_bytes(image_bytes=np.array([encode(images[0]), b"hello"], dtype=object))
-
-
-@functools.lru_cache(maxsize=None)
-def vertex_copy():
-    """`python -m trainer.export`'s copy for Vertex AI (serving_default takes image_bytes), made from a SavedModel
-    of the kind exported before serving_bytes existed (only a uint8 [N, 28, 28] default); built once."""
-    import tensorflow as tf
-    from trainer.serving.signatures import with_default_signature
-    loaded, serve, _ = signatures()
-    old = tf.Module()
-    old.inner = loaded
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])
-    def legacy(images):
-        return dict(serve(images=images))
-
-    old.legacy = legacy
-    folder = tempfile.mkdtemp(prefix="fmnist-test-vertex-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    tf.saved_model.save(old, os.path.join(folder, "old"), signatures={"serving_default": legacy})
-    return with_default_signature(os.path.join(folder, "old"), os.path.join(folder, "vertex"))
 
 
 def test_re_export_for_vertex_makes_bytes_the_default_even_for_an_old_export():

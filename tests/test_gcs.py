@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import splits, train_in_process
+from support.data import splits, train_in_process
 from trainer import outputs
 from trainer.errors import UserError
 

@@ -1,13 +1,11 @@
 """trainer.serving.photo: headers read without decoding, the Fashion-MNIST-like rule, and the paper's conversion."""
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
-from test_export import encode, sample_images
+from support.images import encode, png_header_only, product_photo
+from support.model import sample_images
 
 
 def header(contents):
@@ -21,26 +19,6 @@ def convert(contents, **variant):
     import tensorflow as tf
     from trainer.serving import photo
     return photo.to_fashion_mnist(photo.decode(tf.constant(contents)), **variant).numpy()
-
-
-def png_header_only(width, height):
-    """A PNG signature and IHDR declaring width x height, and nothing else: a decompression bomb's header."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return b"\x89PNG\r\n\x1a\n" + chunk
-
-
-def product_photo(image, factor=6, canvas=(300, 250), at=(20, 50), quality=90, background=255):
-    """A dark-on-white (or light-on-dark) enlarged copy of a test image, off-centre on a canvas, JPEG."""
-    from PIL import Image
-    side = 28 * factor
-    garment = 255 - image if background > 127 else image
-    big = np.asarray(Image.fromarray(garment).resize((side, side), Image.BICUBIC))
-    page = np.full(canvas, background, np.uint8)
-    page[at[0]:at[0] + side, at[1]:at[1] + side] = big
-    if background > 127:
-        page[at[0]:at[0] + side, at[1]:at[1] + side] = np.minimum(big, 255)
-    return encode(np.repeat(page[..., None], 3, -1), "JPEG", quality=quality)
 
 
 @pytest.mark.parametrize("fmt, options", [("PNG", {}), ("JPEG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {}),
@@ -131,7 +109,7 @@ def test_luminance_is_itu_r_601():
 
 def test_serving_and_the_photo_module_agree_on_the_rule():
     """28x28 on a light background is converted (negated), in the signature as in trainer.serving.photo."""
-    from test_export import signatures
+    from support.model import signatures
     images, _ = sample_images()
     _, serve, serve_bytes = signatures()
     light = np.repeat((255 - images[:4])[..., None], 3, -1)

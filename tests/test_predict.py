@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
-from conftest import ROOT
-from test_export import encode, exported_model, sample_images, signatures
-from test_photo import png_header_only, product_photo
+from support.data import ROOT
+from support.images import encode, png_header_only, product_photo
+from support.model import exported_model, sample_images, signatures
 from trainer.errors import RetryableError
 from trainer.serving import batch, inputs
 from trainer.serving.output import Output
@@ -172,36 +172,22 @@ def test_user_mistakes_fail_before_any_output(folder, tmp_path):
 # ------------------------------------------------------------------------------------------ Cloud Storage
 
 
-@pytest.fixture
-def bucket(monkeypatch):
-    """gcp-storage-emulator in this process, with a bucket `runs`, reached through STORAGE_EMULATOR_HOST."""
-    from gcp_storage_emulator import server as emulator
-    server = emulator.create_server("127.0.0.1", 0, in_memory=True, default_bucket="runs")
-    server.start()
-    host, port = server._api._httpd.server_address
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{host}:{port}")
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-    from google.cloud import storage
-    yield storage.Client().bucket("runs")
-    server.stop()
-
-
-def test_cloud_storage_model_inputs_and_output(folder, bucket, tmp_path):
+def test_cloud_storage_model_inputs_and_output(folder, gcs, tmp_path):
     from google.cloud import storage
     run = exported_model()
     for root, _, files in os.walk(run):
         for name in files:
             relative = os.path.relpath(os.path.join(root, name), run)
-            bucket.blob(f"cnn/{relative}").upload_from_filename(os.path.join(root, name))
+            gcs.blob(f"cnn/{relative}").upload_from_filename(os.path.join(root, name))
     for path in sorted(folder.rglob("*")):
         if path.is_file():
-            bucket.blob(f"shop/{path.relative_to(folder)}").upload_from_filename(str(path))
+            gcs.blob(f"shop/{path.relative_to(folder)}").upload_from_filename(str(path))
     local = tmp_path / "local.jsonl"
     run_predict([folder], local)
 
     summary = batch.predict("gs://runs/cnn", ["gs://runs/shop"], "gs://runs/predictions/out.jsonl",
                               progress=Quiet())
-    remote = [json.loads(line) for line in bucket.blob("predictions/out.jsonl").download_as_text().splitlines()]
+    remote = [json.loads(line) for line in gcs.blob("predictions/out.jsonl").download_as_text().splitlines()]
     strip = [{k: v for k, v in line.items() if k != "name"} for line in remote]
     assert strip == [{k: v for k, v in line.items() if k != "name"} for line in read_lines(local)]
     assert remote[0]["name"] == "gs://runs/shop/00.png"
@@ -217,7 +203,7 @@ def test_cloud_storage_model_inputs_and_output(folder, bucket, tmp_path):
     # fmnist-predict then uses its serving_images.
     from trainer import export
     assert export.main(["--model_dir=gs://runs/cnn", "--output_dir=gs://runs/cnn-vertex"]) == 0
-    assert bucket.blob("cnn-vertex/saved_model.pb").exists()
+    assert gcs.blob("cnn-vertex/saved_model.pb").exists()
     batch.predict("gs://runs/cnn-vertex", [str(folder / "00.png")], str(tmp_path / "v.jsonl"), progress=Quiet())
     assert read_lines(tmp_path / "v.jsonl")[0]["class_id"] == read_lines(local)[0]["class_id"]
     assert export.main(["--model_dir=gs://runs/nothing", "--output_dir=gs://runs/x"]) == 2

@@ -2,7 +2,7 @@
 jobs/model_endpoint.sh, and a TensorFlow Serving REST request decoded as TensorFlow Serving documents it.
 
 - k8s/predict/ renders (kubectl's kustomize), passes kubernetes-validate --strict and checkov (as the training
-  manifests in tests/test_launchers.py), runs the image's `fmnist-predict` hardened like the trainer, with flags
+  manifests in tests/test_launch_kubernetes.py), runs the image's `fmnist-predict` hardened like the trainer, with flags
   fmnist-predict accepts, and fails at once on its permanent exit status.
 - jobs/batch-prediction.yaml validates against jobs/batch-prediction.schema.yaml, whose fields are compared with
   the Google Cloud SDK's aiplatform v1 client (when gcloud is installed); jobs/model_endpoint.sh passes shellcheck
@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 import yaml
 
-import gcloud_sdk
-from conftest import ROOT
-from launch_tools import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find, flag_verdicts,
-                          lint_tool, run)
-from test_export import encode, sample_images, signatures, vertex_copy
+from support import gcloud_sdk
+from support.data import ROOT
+from support.images import encode
+from support.launch import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find, flag_verdicts,
+                            lint_tool, run)
+from support.model import sample_images, signatures, vertex_copy
 
 
 @pytest.fixture(scope="module")
