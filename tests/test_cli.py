@@ -20,6 +20,7 @@ ENTRY_POINTS = [  # module, program, one of its flags
     ("trainer.export", "python -m trainer.export", "--default_signature"),
     ("trainer.compare", "compare", "--no-report"),
     ("trainer.check_accuracy", "check_accuracy", None),
+    ("trainer.prepare_data", "prepare_data", "--data_dir"),
 ]
 
 
