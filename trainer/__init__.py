@@ -1,9 +1,12 @@
 """fmnist-trainer: a Fashion-MNIST batch training job for laptops, containers, Kubernetes and Vertex AI.
 
-The pipeline reads top-down through the modules: flags -> config -> data -> models/recipes -> distribution ->
-train -> evaluate -> export -> outputs; fault handling (the backup, its lease, SIGTERM, a lost worker) is the
-sub-package `trainer.resilience`, which train enters once. Entry point: `python -m trainer.task` (console script
-`fmnist-train`).
+Read top-down, as the README's Layout table lists it: `settings` (a setting declared once) -> `config` (the job's)
+and `recipes` (the recipe's) -> `flags` -> `data` -> `models` -> `precision`, `distribution` -> `train` (the run in
+named steps; `optimization`) -> `evaluate`, `scores` -> `export` -> `outputs` -> `tuning`. Fault handling (the
+backup, its lease, SIGTERM, a lost worker) is the sub-package `resilience/`, which train enters once. Shared by
+every entry point: `cli` (the command line), `errors` (the exit codes), `storage` (local paths and Cloud Storage),
+`logs`. Using a trained model: `serving/`; comparing runs: `report/`. Entry point of the job:
+`python -m trainer.task` (console script `fmnist-train`).
 """
 
 import os
