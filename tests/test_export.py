@@ -8,7 +8,7 @@ import pytest
 
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from support.images import encode
-from support.model import sample_images, signatures, vertex_copy
+from support.model import sample_images
 
 
 def probabilities(signature, **inputs):
@@ -16,8 +16,8 @@ def probabilities(signature, **inputs):
     return signature(**{k: tf.constant(v) for k, v in inputs.items()})["probabilities"].numpy()
 
 
-def test_grey_layouts_and_grey_colour_images_get_identical_predictions():
-    _, serve, _ = signatures()
+def test_grey_layouts_and_grey_colour_images_get_identical_predictions(signatures):
+    _, serve, _ = signatures
     images, labels = sample_images()
     reference = probabilities(serve, images=images)
     assert reference.shape == (64, 10)
@@ -29,17 +29,17 @@ def test_grey_layouts_and_grey_colour_images_get_identical_predictions():
     assert np.mean(reference.argmax(1) == labels) > 0.5  # the model learnt something: the comparisons mean something
 
 
-def test_rgb_batch_is_not_folded_into_more_images():
+def test_rgb_batch_is_not_folded_into_more_images(signatures):
     """The bug of issue 12: [2, 28, 28, 3] used to come back as six predictions."""
-    _, serve, _ = signatures()
+    _, serve, _ = signatures
     images, _ = sample_images()
     out = serve(images=np.repeat(images[:2, :, :, None], 3, axis=-1))
     assert out["probabilities"].shape == (2, 10) and out["class_name"].shape == (2,)
 
 
-def test_colour_is_converted_by_luminance():
+def test_colour_is_converted_by_luminance(signatures):
     import tensorflow as tf
-    _, serve, _ = signatures()
+    _, serve, _ = signatures
     images, _ = sample_images()
     rng = np.random.default_rng(0)
     tint = rng.uniform(0.3, 1.0, size=(len(images), 1, 1, 3))
@@ -50,8 +50,8 @@ def test_colour_is_converted_by_luminance():
     assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.95
 
 
-def test_transparent_colour_image_goes_through_the_photo_rule():
-    _, serve, _ = signatures()
+def test_transparent_colour_image_goes_through_the_photo_rule(signatures):
+    _, serve, _ = signatures
     images, _ = sample_images()
     # A dark garment on a transparent background: over white, then converted (negated) like a product photo.
     rgba = np.zeros((4, 28, 28, 4), np.uint8)
@@ -63,9 +63,9 @@ def test_transparent_colour_image_goes_through_the_photo_rule():
 
 @pytest.mark.parametrize("shape", [(2, 28, 28, 2), (2, 28, 28, 5), (28, 28), (2, 32, 32), (2, 28, 28, 3, 1), (2,),
                                    (2, 28, 27, 1)])
-def test_other_shapes_are_refused_with_the_accepted_ones_named(shape):
+def test_other_shapes_are_refused_with_the_accepted_ones_named(shape, signatures):
     import tensorflow as tf
-    _, serve, _ = signatures()
+    _, serve, _ = signatures
     with pytest.raises(tf.errors.InvalidArgumentError) as raised:
         serve(images=tf.zeros(shape, tf.uint8))
     message = raised.value.message
@@ -73,14 +73,14 @@ def test_other_shapes_are_refused_with_the_accepted_ones_named(shape):
     assert "got shape" in message and " ".join(str(d) for d in shape) in message
 
 
-def test_empty_batch_gives_empty_outputs():
-    _, serve, serve_bytes = signatures()
+def test_empty_batch_gives_empty_outputs(signatures):
+    _, serve, serve_bytes = signatures
     assert serve(images=np.zeros((0, 28, 28), np.uint8))["probabilities"].shape == (0, 10)
     assert serve_bytes(image_bytes=np.zeros((0,), object))["class_id"].shape == (0,)
 
 
-def test_serving_bytes_png_gives_exactly_serving_defaults_prediction():
-    _, serve, serve_bytes = signatures()
+def test_serving_bytes_png_gives_exactly_serving_defaults_prediction(signatures):
+    _, serve, serve_bytes = signatures
     images, _ = sample_images()
     pngs = np.array([encode(image) for image in images], dtype=object)
     for key in ("probabilities", "class_id", "class_name"):
@@ -89,8 +89,8 @@ def test_serving_bytes_png_gives_exactly_serving_defaults_prediction():
 
 @pytest.mark.parametrize("fmt, options", [("JPEG", {"quality": 95}), ("GIF", {}), ("BMP", {}),
                                           ("WEBP", {"lossless": True})])
-def test_serving_bytes_reads_every_format(fmt, options):
-    _, serve, serve_bytes = signatures()
+def test_serving_bytes_reads_every_format(fmt, options, signatures):
+    _, serve, serve_bytes = signatures
     images, _ = sample_images()
     encoded = np.array([encode(np.repeat(image[..., None], 3, -1), fmt, **options) for image in images[:16]],
                        dtype=object)
@@ -98,21 +98,21 @@ def test_serving_bytes_reads_every_format(fmt, options):
     assert np.mean(got == serve(images=images[:16])["class_id"].numpy()) >= 0.8
 
 
-def test_serving_bytes_refuses_what_is_not_an_image():
+def test_serving_bytes_refuses_what_is_not_an_image(signatures):
     import tensorflow as tf
-    _, _, serve_bytes = signatures()
+    _, _, serve_bytes = signatures
     images, _ = sample_images()
     with pytest.raises(tf.errors.InvalidArgumentError, match="not an image this model reads"):
         serve_bytes(image_bytes=np.array([encode(images[0]), b"hello"], dtype=object))
 
 
-def test_re_export_for_vertex_makes_bytes_the_default_even_for_an_old_export():
+def test_re_export_for_vertex_makes_bytes_the_default_even_for_an_old_export(signatures, vertex_copy):
     """serving_default takes image_bytes, serving_images keeps the arrays, and the old export's reshape bug is
     gone in the copy."""
     import tensorflow as tf
-    _, serve, _ = signatures()
+    _, serve, _ = signatures
     images, _ = sample_images()
-    loaded = tf.saved_model.load(vertex_copy())
+    loaded = tf.saved_model.load(vertex_copy)
     assert set(loaded.signatures) == {"serving_default", "serving_bytes", "serving_images"}
     default = loaded.signatures["serving_default"]
     assert list(default.structured_input_signature[1]) == ["image_bytes"]

@@ -107,11 +107,10 @@ def test_luminance_is_itu_r_601():
     assert np.abs(ours - reference).max() <= 1
 
 
-def test_serving_and_the_photo_module_agree_on_the_rule():
+def test_serving_and_the_photo_module_agree_on_the_rule(signatures):
     """28x28 on a light background is converted (negated), in the signature as in trainer.serving.photo."""
-    from support.model import signatures
     images, _ = sample_images()
-    _, serve, serve_bytes = signatures()
+    _, serve, serve_bytes = signatures
     light = np.repeat((255 - images[:4])[..., None], 3, -1)
     through_arrays = serve(images=light)["probabilities"].numpy()
     through_bytes = serve_bytes(image_bytes=np.array([encode(i) for i in light], dtype=object))

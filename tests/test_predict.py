@@ -16,7 +16,7 @@ import pytest
 import trainer  # noqa: F401  (tf-keras before TensorFlow)
 from support.data import ROOT
 from support.images import encode, png_header_only, product_photo
-from support.model import exported_model, sample_images, signatures
+from support.model import sample_images
 from trainer.errors import RetryableError
 from trainer.serving import batch, inputs
 from trainer.serving.output import Output
@@ -36,8 +36,12 @@ class Quiet:
         pass
 
 
-def run_predict(inputs, output, **options):
-    return batch.predict(exported_model(), [str(i) for i in inputs], str(output), progress=Quiet(), **options)
+@pytest.fixture
+def run_predict(exported_model):
+    """batch.predict with the exported model, quietly: (inputs, output, **options) -> its Summary."""
+    def run(inputs, output, **options):
+        return batch.predict(exported_model, [str(i) for i in inputs], str(output), progress=Quiet(), **options)
+    return run
 
 
 def read_lines(path):
@@ -45,9 +49,11 @@ def read_lines(path):
         return [json.loads(line) for line in f]
 
 
-def expected_classes(images):
-    _, serve, _ = signatures()
-    return serve(images=images)["class_id"].numpy().tolist()
+@pytest.fixture
+def expected_classes(signatures):
+    """The classes serving_default gives images: (images) -> [class_id, ...]."""
+    _, serve, _ = signatures
+    return lambda images: serve(images=images)["class_id"].numpy().tolist()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def folder(tmp_path_factory):
     return root
 
 
-def test_a_folder_gives_one_line_per_image_in_order_with_errors_alone(folder, tmp_path):
+def test_a_folder_gives_one_line_per_image_in_order_with_errors_alone(folder, tmp_path, run_predict, expected_classes):
     images, _ = sample_images()
     output = tmp_path / "predictions.jsonl"
     summary = run_predict([folder], output)
@@ -91,13 +97,13 @@ def test_a_folder_gives_one_line_per_image_in_order_with_errors_alone(folder, tm
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]  # no temporary file left behind
 
 
-def test_small_batches_stream_in_the_same_order(folder, tmp_path):
+def test_small_batches_stream_in_the_same_order(folder, tmp_path, run_predict):
     run_predict([folder], tmp_path / "a.jsonl")
     run_predict([folder], tmp_path / "b.jsonl", batch_size=3, readers=2)
     assert read_lines(tmp_path / "a.jsonl") == read_lines(tmp_path / "b.jsonl")
 
 
-def test_files_globs_and_folders_keep_the_order_given(folder, tmp_path):
+def test_files_globs_and_folders_keep_the_order_given(folder, tmp_path, run_predict):
     output = tmp_path / "out.jsonl"
     run_predict([folder / "05.png", f"{folder}/0[0-2].png", folder / "sub", folder / "notes.txt"], output)
     names = [os.path.relpath(line["name"], folder) for line in read_lines(output)]
@@ -108,7 +114,7 @@ def test_files_globs_and_folders_keep_the_order_given(folder, tmp_path):
     assert "not an image" in read_lines(output)[10]["error"]
 
 
-def test_jsonl_instances_as_vertex_ai_batch_prediction_reads_them(tmp_path):
+def test_jsonl_instances_as_vertex_ai_batch_prediction_reads_them(tmp_path, run_predict, expected_classes):
     images, _ = sample_images()
     b64 = [base64.b64encode(encode(image)).decode() for image in images[:3]]
     instances = tmp_path / "instances.jsonl"
@@ -137,9 +143,9 @@ def test_jsonl_instances_as_vertex_ai_batch_prediction_reads_them(tmp_path):
     assert (summary.predicted, summary.refused) == (4, 4)
 
 
-def test_photos_are_converted_like_serving_bytes(tmp_path):
+def test_photos_are_converted_like_serving_bytes(tmp_path, signatures, run_predict):
     images, _ = sample_images()
-    _, _, serve_bytes = signatures()
+    _, _, serve_bytes = signatures
     photos = [product_photo(image) for image in images[:4]]
     for i, contents in enumerate(photos):
         (tmp_path / f"photo{i}.jpg").write_bytes(contents)
@@ -150,7 +156,7 @@ def test_photos_are_converted_like_serving_bytes(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_user_mistakes_fail_before_any_output(folder, tmp_path):
+def test_user_mistakes_fail_before_any_output(folder, tmp_path, run_predict):
     from trainer.errors import UserError
     output = tmp_path / "out.jsonl"
     output.write_text("an earlier result\n")
@@ -172,9 +178,9 @@ def test_user_mistakes_fail_before_any_output(folder, tmp_path):
 # ------------------------------------------------------------------------------------------ Cloud Storage
 
 
-def test_cloud_storage_model_inputs_and_output(folder, gcs, tmp_path):
+def test_cloud_storage_model_inputs_and_output(folder, gcs, tmp_path, exported_model, run_predict):
     from google.cloud import storage
-    run = exported_model()
+    run = exported_model
     for root, _, files in os.walk(run):
         for name in files:
             relative = os.path.relpath(os.path.join(root, name), run)
@@ -226,9 +232,9 @@ def command(*args, env=None):
 
 
 @pytest.mark.e2e
-def test_command_line_predicts_and_summarizes(folder, tmp_path):
+def test_command_line_predicts_and_summarizes(folder, tmp_path, exported_model):
     output = tmp_path / "out.jsonl"
-    result = command(f"--model_dir={exported_model()}", f"--input={folder}", f"--output={output}",
+    result = command(f"--model_dir={exported_model}", f"--input={folder}", f"--output={output}",
                      "--batch_size=5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("fmnist-predict: 16 read, 12 predicted, 4 refused in ")
@@ -238,13 +244,13 @@ def test_command_line_predicts_and_summarizes(folder, tmp_path):
 
 
 @pytest.mark.e2e
-def test_repeated_input_flags_add_up_and_a_path_with_a_comma_is_one_input(folder, tmp_path):
+def test_repeated_input_flags_add_up_and_a_path_with_a_comma_is_one_input(folder, tmp_path, exported_model):
     """`--input=a --input=b` predicts both (an absl list flag kept only the last one: "1 read"); a comma separates
     inputs, except in a value that names an existing file as a whole."""
     comma = tmp_path / "shirt, blue.png"
     comma.write_bytes((folder / "01.png").read_bytes())
     output = tmp_path / "out.jsonl"
-    result = command(f"--model_dir={exported_model()}", f"--input={folder / '00.png'}", f"--input={comma}",
+    result = command(f"--model_dir={exported_model}", f"--input={folder / '00.png'}", f"--input={comma}",
                      f"--input={folder / '02.png'},{folder / '03.png'}", f"--output={output}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("fmnist-predict: 4 read, 4 predicted, 0 refused in "), result.stdout
@@ -260,8 +266,8 @@ def test_input_values_split_at_commas_unless_they_name_a_path(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_bad_flag_exits_2_with_one_line_before_tensorflow_loads():
-    bad_flag = command(f"--model_dir={exported_model()}", "--input=x", "--output=x.jsonl", "--batch_size=0")
+def test_a_bad_flag_exits_2_with_one_line_before_tensorflow_loads(exported_model):
+    bad_flag = command(f"--model_dir={exported_model}", "--input=x", "--output=x.jsonl", "--batch_size=0")
     assert bad_flag.returncode == 2
     assert bad_flag.stderr.strip().splitlines() == [
         "fmnist-predict: error: flag --batch_size=0: --batch_size must be from 1 to 8192, e.g. --batch_size=256."]
@@ -275,7 +281,7 @@ def test_exit_status_follows_the_contract():
     assert batch.outcome(batch.Summary(read=2, predicted=1, refused=1, transient=1), "o")[0] == 75
 
 
-def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retryable(monkeypatch, tmp_path):
+def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retryable(monkeypatch, tmp_path, run_predict):
     """Cloud Storage unavailable while reading one object: its line says so, the rest are predicted, and the
     exit status asks for a rerun (75); the same while uploading the output is a RetryableError."""
     from google.api_core import exceptions as api

@@ -30,7 +30,7 @@ from support.data import ROOT
 from support.images import encode
 from support.launch import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find, flag_verdicts,
                             lint_tool, run)
-from support.model import sample_images, signatures, vertex_copy
+from support.model import sample_images
 
 
 @pytest.fixture(scope="module")
@@ -275,9 +275,9 @@ def tf_serving_rest_inputs(body, signature):
             for name, spec in specs.items()}
 
 
-def test_a_tf_serving_rest_body_gets_the_signatures_predictions():
+def test_a_tf_serving_rest_body_gets_the_signatures_predictions(signatures, vertex_copy):
     import tensorflow as tf
-    _, serve, serve_bytes = signatures()
+    _, serve, serve_bytes = signatures
     images, _ = sample_images()
     pngs = [encode(image) for image in images[:8]]
     body = json.loads(json.dumps(
@@ -289,7 +289,7 @@ def test_a_tf_serving_rest_body_gets_the_signatures_predictions():
     np.testing.assert_array_equal(got["class_id"].numpy(), serve(images=images[:8])["class_id"].numpy())
 
     # Vertex AI's requests go to serving_default: the copy whose default takes image_bytes, with bare b64 rows.
-    vertex = tf.saved_model.load(vertex_copy())
+    vertex = tf.saved_model.load(vertex_copy)
     default = vertex.signatures["serving_default"]
     bare = {"instances": [{"b64": base64.b64encode(png).decode()} for png in pngs]}
     np.testing.assert_array_equal(default(**tf_serving_rest_inputs(bare, default))["probabilities"].numpy(),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from support import data, emulator
+from support import data, emulator, model
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +33,21 @@ def gcs(monkeypatch):
         monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
         from google.cloud import storage
         yield storage.Client().bucket("runs")
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory):
+    """A run folder (with saved_model/) of a small CNN briefly fitted (support/model.py); built once."""
+    return model.export_small_cnn(tmp_path_factory.mktemp("exported-run"))
+
+
+@pytest.fixture(scope="session")
+def signatures(exported_model):
+    """(the loaded SavedModel, serving_default, serving_bytes) of `exported_model`."""
+    return model.load_signatures(exported_model)
+
+
+@pytest.fixture(scope="session")
+def vertex_copy(signatures, tmp_path_factory):
+    """The Vertex AI copy of an old-style export of `exported_model` (serving_default takes image_bytes)."""
+    return model.vertex_copy(signatures, tmp_path_factory.mktemp("vertex-copy"))
