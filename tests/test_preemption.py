@@ -2,8 +2,9 @@
 runs many steps per call into the train function, stopped by SIGTERM in the middle of an epoch.
 
 tests/test_faults.py stops a run with `--backup_every_steps` and one step per execution; this file pins what every
-launcher actually runs (per-epoch backups, the fast recipe's 64 steps per execution), and the exit-code contract
-of the README.
+launcher actually runs (per-epoch backups, the fast recipe's 64 steps per execution), a stop at an epoch's last
+step, early stopping across a preemption (its state is part of the backup), and the exit-code contract of the
+README. The in-process tests stop `fit` from a callback hook, as the signal watcher would.
 """
 
 import re
@@ -14,10 +15,12 @@ import time
 
 import pytest
 
-from conftest import ROOT, assert_ok, clean_env, data_flags, read_metrics, run_trainer, start_trainer
-from trainer import errors
+import tf_keras
 
-pytestmark = pytest.mark.e2e
+from conftest import (ROOT, assert_ok, clean_env, data_flags, read_metrics, run_trainer, splits, start_trainer,
+                      train_in_process)
+from trainer import errors, train
+from trainer.resilience import callback_state, checkpoints, signals
 
 # The fast recipe (64 steps per execution) on a CNN: 24,000 examples at batch 128 are 188 steps an epoch, three
 # executions (64, 64, 60) of about a second each here, so a SIGTERM sent just after "Epoch 2/2" lands inside the
@@ -34,6 +37,7 @@ def wait_for_line(path, text, process, timeout=300):
         time.sleep(0.02)
 
 
+@pytest.mark.e2e
 def test_sigterm_mid_epoch_with_per_epoch_backups_saves_the_step_and_the_rerun_ends_with_the_same_weights(
         prepared_data, tmp_path):
     uninterrupted = run_trainer(*FAST, f"--output_dir={tmp_path / 'uninterrupted'}", *data_flags())
@@ -102,6 +106,7 @@ def test_the_exit_statuses_are_the_readmes_literally():
     assert (errors.FINISHED, errors.PERMANENT, errors.RETRY, errors.CRASHED) == (0, 2, 75, 1)
 
 
+@pytest.mark.e2e
 def test_each_exit_status_from_a_real_trainer_process(prepared_data, tmp_path):
     # 2: a mistake a retry cannot fix, one line.
     bad = run_trainer("--epochs=0", f"--output_dir={tmp_path / 'bad'}")
@@ -131,3 +136,156 @@ def test_each_exit_status_from_a_real_trainer_process(prepared_data, tmp_path):
     finished = run_trainer(*args)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "continuing at epoch 2" in finished.stderr and (out / "metrics.json").is_file()
+
+
+# ---- in-process: where a stop lands, and the callbacks' state ----------------------------------------------------
+
+@pytest.fixture
+def sigterm_at(monkeypatch):
+    """sigterm_at(n): SIGTERM, as the signal watcher hands it over, as the n-th execution of the run begins (a hook
+    on TensorBoard's batch begin, which the trainer always has)."""
+    calls, at = [], []
+    on_batch_begin = tf_keras.callbacks.TensorBoard.on_train_batch_begin
+
+    def then_signal(self, batch, logs=None):
+        calls.append(batch)
+        if at and len(calls) == at[-1]:
+            signals.PROCESS.handle(signal.SIGTERM)
+        return on_batch_begin(self, batch, logs)
+    monkeypatch.setattr(tf_keras.callbacks.TensorBoard, "on_train_batch_begin", then_signal)
+    monkeypatch.setattr(tf_keras.callbacks.TensorBoard, "_implements_train_batch_hooks", lambda self: True)
+
+    def arm(execution):
+        calls.clear()
+        at.append(execution)
+    return arm
+
+
+@pytest.mark.parametrize("every_steps", [None, 8], ids=["per-epoch", "every-8-steps"])
+def test_a_stop_in_an_epochs_last_execution_keeps_that_epoch_in_the_history(fashion, tmp_path, sigterm_at,
+                                                                           every_steps):
+    """16 steps an epoch, 4 per execution: the signal as epoch 2's last execution begins. The epoch ends, then
+    the backup is saved, after the history took its row in (it used to stop first and lose epoch 2's row)."""
+    data = splits(fashion, 1000, test_examples=200)
+    settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, steps_per_execution=4,
+                    backup_every_steps=every_steps)
+    uninterrupted = train_in_process(tmp_path / "uninterrupted", data, **settings)
+    sigterm_at(8)
+    with pytest.raises(checkpoints.Stopped, match="at epoch 2, step 16 of 16"):
+        train_in_process(tmp_path / "out", data, **settings)
+    sigterm_at(0)
+    resumed = train_in_process(tmp_path / "out", data, **settings)
+    assert (resumed["resumed_from_epoch"], resumed["resumed_from_step"]) == (2, 0)
+    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
+
+
+# The issue's reproduction, in-process and on the first 6,000 examples: uninterrupted, early stopping ends the run
+# after epoch 5 and keeps epoch 3's weights.
+EARLY_STOPPING = dict(model="mlp", recipe="seed", epochs=14, validation_split=0.2, early_stopping_patience=2,
+                      learning_rate=0.004, seed=3)
+
+
+class Killed(BaseException):
+    """Ends a run in-process as SIGKILL would: nothing after it runs (no Keras clean-up catches a BaseException
+    that is not an Exception)."""
+
+
+@pytest.fixture(scope="module")
+def early_stopped(fashion, tmp_path_factory):
+    data = splits(fashion, 6000, validation_split=0.2, test_examples=1000)
+    metrics = train_in_process(tmp_path_factory.mktemp("uninterrupted"), data, **EARLY_STOPPING)
+    assert metrics["epochs_completed"] < 14, "early stopping never ended the reference run"
+    return data, metrics
+
+
+def assert_same_run(resumed, uninterrupted):
+    assert resumed["epochs_completed"] == uninterrupted["epochs_completed"]
+    assert resumed["validation_accuracy"] == uninterrupted["validation_accuracy"]
+    assert [row["epoch"] for row in resumed["history"]] == [row["epoch"] for row in uninterrupted["history"]]
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
+
+
+def test_early_stopping_across_a_sigterm_in_its_last_epoch_keeps_the_uninterrupted_runs_epoch_and_weights(
+        early_stopped, tmp_path, sigterm_at):
+    data, uninterrupted = early_stopped
+    last = uninterrupted["epochs_completed"]
+    sigterm_at((last - 1) * 150 + 40)  # seed recipe: 1 step per execution, 150 steps an epoch
+    with pytest.raises(checkpoints.Stopped, match=f"at epoch {last}, step 40 of 150"):
+        train_in_process(tmp_path, data, **EARLY_STOPPING)
+    sigterm_at(0)
+    resumed = train_in_process(tmp_path, data, **EARLY_STOPPING)
+    assert (resumed["resumed_from_epoch"], resumed["resumed_from_step"]) == (last - 1, 40)
+    assert_same_run(resumed, uninterrupted)
+
+
+def test_early_stopping_across_a_kill_between_epochs_and_one_after_it_ended_training(early_stopped, tmp_path,
+                                                                                      monkeypatch):
+    data, uninterrupted = early_stopped
+    last = uninterrupted["epochs_completed"]
+    on_epoch_end = callback_state.EpochEnd.on_epoch_end
+
+    def killed_after(epoch_count):
+        def then_die(self, epoch, logs=None):
+            on_epoch_end(self, epoch, logs)
+            if epoch + 1 == epoch_count:
+                raise Killed()
+        monkeypatch.setattr(callback_state.EpochEnd, "on_epoch_end", then_die)
+    killed_after(last - 1)  # just after the backup of the epoch before the last
+    with pytest.raises(Killed):
+        train_in_process(tmp_path, data, **EARLY_STOPPING)
+    monkeypatch.undo()
+    resumed = train_in_process(tmp_path, data, **EARLY_STOPPING)
+    assert (resumed["resumed_from_epoch"], resumed["resumed_from_step"]) == (last - 1, 0)
+    assert_same_run(resumed, uninterrupted)
+
+    # Killed while evaluating, after early stopping ended training: the rerun trains no further.
+    def killed_evaluating(*args, **kwargs):
+        raise Killed()
+    monkeypatch.setattr(train, "evaluate_and_export", killed_evaluating)
+    with pytest.raises(Killed):
+        train_in_process(tmp_path / "again", data, **EARLY_STOPPING)
+    monkeypatch.undo()
+    resumed = train_in_process(tmp_path / "again", data, **EARLY_STOPPING)
+    assert (resumed["resumed_from_epoch"], resumed["resumed_from_step"]) == (last, 0)
+    assert_same_run(resumed, uninterrupted)
+
+
+@pytest.mark.e2e
+def test_early_stopping_across_a_sigkill_and_a_sigterm_ends_as_the_uninterrupted_run(prepared_data, tmp_path):
+    """The issue's reproduction as processes: uninterrupted, early stopping ends the run after epoch 5 and keeps
+    epoch 3 (val_accuracy 0.8250 here). The same job killed (SIGKILL) between epochs 3 and 4, then stopped
+    (SIGTERM) in epoch 5, then run again, ends at the same epoch with the same weights (it used to train on to
+    epoch 9 and keep epoch 7: EarlyStopping's state was not in the backup)."""
+    args = ("--model=mlp", "--recipe=seed", "--epochs=14", "--train_examples=6000", "--validation_split=0.2",
+            "--early_stopping_patience=2", "--learning_rate=0.004", "--seed=3", *data_flags())
+    uninterrupted = run_trainer(*args, f"--output_dir={tmp_path / 'uninterrupted'}")
+    assert_ok(uninterrupted)
+    reference = read_metrics(tmp_path / "uninterrupted")
+    assert reference["epochs_completed"] == 5 and "the end of the best epoch: 3" in uninterrupted.stdout
+    assert reference["validation_accuracy"] == pytest.approx(0.825, abs=0.01)
+
+    out = tmp_path / "out"
+    log = tmp_path / "killed.log"
+    killed = start_trainer(*args, f"--output_dir={out}", log_path=log)
+    wait_for_line(log, "Epoch 4/14", killed)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+
+    log = tmp_path / "stopped.log"
+    stopped = start_trainer(*args, f"--output_dir={out}", log_path=log)
+    wait_for_line(log, "Epoch 5/14", stopped)
+    time.sleep(0.3)
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=60) == errors.RETRY
+    text = log.read_text()
+    assert "continuing at epoch 4, step 1 of 150 (epochs 1-3 were done)" in text, text[-3000:]
+    assert "Stopped by SIGTERM: saved the backup at epoch 5, step " in text
+
+    rerun = run_trainer(*args, f"--output_dir={out}")
+    assert_ok(rerun)
+    assert "Epoch 5: early stopping" in rerun.stdout and "the end of the best epoch: 3" in rerun.stdout
+    metrics = read_metrics(out)
+    assert metrics["resumed_from_epoch"] in (4, 5)  # 5: the SIGTERM came as epoch 5 ended
+    assert metrics["epochs_completed"] == 5 and metrics["validation_accuracy"] == reference["validation_accuracy"]
+    assert metrics["weights_sha256"] == reference["weights_sha256"]

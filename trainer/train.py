@@ -171,12 +171,11 @@ def fit(cfg, model, splits, train, validation, log_dir, chief, run_guard, start_
     (history, seconds)."""
     job, recipe = cfg.job, cfg.recipe
     steps = data.steps_per_epoch(len(splits.train[1]), recipe.batch_size)
-    backup_callbacks, history = run_guard.callbacks(chief, steps, recipe.steps_per_execution, start_step)
-    callbacks = [*backup_callbacks, tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
-                                                                    profile_batch=0)]
+    others = [tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch", profile_batch=0)]
     if early_stopping(cfg, splits):
-        callbacks.append(tf_keras.callbacks.EarlyStopping(
+        others.append(tf_keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=job.early_stopping_patience, restore_best_weights=True, verbose=1))
+    callbacks, history = run_guard.callbacks(chief, steps, recipe.steps_per_execution, start_step, others)
     logging.info("%d training examples%s.", len(splits.train[1]),
                  f", {len(splits.validation[1])} held out for validation" if splits.validation else "")
     started = time.perf_counter()

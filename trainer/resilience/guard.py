@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from trainer import distribution
 from trainer.errors import RetryableError
-from trainer.resilience import checkpoints
+from trainer.resilience import callback_state, checkpoints
+from trainer.resilience.callback_state import CallbackState, EpochEnd
 from trainer.resilience.history import HISTORY_FILE, EpochHistory
 from trainer.resilience.lease import Lease
 from trainer.resilience.signals import PROCESS
@@ -64,16 +65,23 @@ class RunGuard:
         """The global step the training stream starts at: 0, or the step after the backup's."""
         return checkpoints.resume_step(self.checkpoint_dir, steps_per_epoch)
 
-    def callbacks(self, chief, steps_per_epoch, steps_per_execution, start_step=0):
-        """Keras's backup of the training state (saving on SIGTERM/SIGINT too) and the history that goes with it;
-        returns (callbacks, history). `start_step`: where the training stream starts (Keras must continue there
-        too)."""
+    def callbacks(self, chief, steps_per_epoch, steps_per_execution, start_step=0, others=()):
+        """Keras's backup of the training state (saving on SIGTERM/SIGINT too), the history that goes with it, and
+        the run's `others` (TensorBoard, EarlyStopping) in between, their state part of the backup; returns
+        (callbacks, history). `start_step`: where the training stream starts (Keras must continue there too).
+
+        The order matters: the backup restores first, and saves an epoch's end last, after every other callback
+        has taken the epoch in (callback_state.EpochEnd)."""
         history = EpochHistory(f"{self.checkpoint_dir.rstrip('/')}/{HISTORY_FILE}", write=chief,
                                steps_per_epoch=steps_per_epoch, start_step=start_step)
         backup = checkpoints.Backup(self.checkpoint_dir, every_steps=self.job.backup_every_steps,
                                     steps_per_epoch=steps_per_epoch, steps_per_execution=steps_per_execution,
                                     multi_worker=self.multi_worker, signals=self.signals)
-        return [backup, history], history
+        state = CallbackState(f"{self.checkpoint_dir.rstrip('/')}/{callback_state.FOLDER}",
+                              callback_state.stateful(others), write=chief)
+        epoch_end = EpochEnd(backup, state, steps_per_epoch, start_step)
+        self.backup = backup
+        return [backup, history, *others, epoch_end], history
 
     def discard(self):
         """Deletes the backup: only once the result is published (until then, a rerun resumes from it)."""

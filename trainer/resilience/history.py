@@ -40,6 +40,12 @@ class EpochHistory(tf_keras.callbacks.Callback):
         if epoch > 0 or step > 0:
             self.resumed_from_epoch, self.resumed_from_step = epoch, step
             self.rows = self._read_rows(epoch)
+            if epoch >= self.params.get("epochs", epoch + 1) and 0 < len(self.rows) < epoch:
+                # Early stopping ended training: the backup of its last epoch says "all epochs done".
+                self.resumed_from_epoch = len(self.rows)
+                logging.info("Resumed from the backup in %s: early stopping had ended training after epoch %d; "
+                             "nothing is left to train.", os.path.dirname(self.path), len(self.rows))
+                return
             logging.info("Resumed from the backup in %s: continuing at epoch %d, step %d of %d (%s).",
                          os.path.dirname(self.path), epoch + 1, step + 1, self.steps_per_epoch,
                          f"epochs 1-{epoch} were done" if epoch else "within the first epoch")
