@@ -140,24 +140,31 @@ def test_each_exit_status_from_a_real_trainer_process(prepared_data, tmp_path):
 
 # ---- in-process: where a stop lands, and the callbacks' state ----------------------------------------------------
 
+class Killed(BaseException):
+    """Ends a run in-process as SIGKILL would: nothing after it runs (no Keras clean-up catches a BaseException
+    that is not an Exception)."""
+
+
 @pytest.fixture
 def sigterm_at(monkeypatch):
     """sigterm_at(n): SIGTERM, as the signal watcher hands it over, as the n-th execution of the run begins (a hook
-    on TensorBoard's batch begin, which the trainer always has)."""
+    on TensorBoard's batch begin, which the trainer always has); sigterm_at(n, kill=True): a kill instead."""
     calls, at = [], []
     on_batch_begin = tf_keras.callbacks.TensorBoard.on_train_batch_begin
 
     def then_signal(self, batch, logs=None):
         calls.append(batch)
-        if at and len(calls) == at[-1]:
+        if at and len(calls) == at[-1][0]:
+            if at[-1][1]:
+                raise Killed()
             signals.PROCESS.handle(signal.SIGTERM)
         return on_batch_begin(self, batch, logs)
     monkeypatch.setattr(tf_keras.callbacks.TensorBoard, "on_train_batch_begin", then_signal)
     monkeypatch.setattr(tf_keras.callbacks.TensorBoard, "_implements_train_batch_hooks", lambda self: True)
 
-    def arm(execution):
+    def arm(execution, kill=False):
         calls.clear()
-        at.append(execution)
+        at.append((execution, kill))
     return arm
 
 
@@ -184,11 +191,6 @@ def test_a_stop_in_an_epochs_last_execution_keeps_that_epoch_in_the_history(fash
 # after epoch 5 and keeps epoch 3's weights.
 EARLY_STOPPING = dict(model="mlp", recipe="seed", epochs=14, validation_split=0.2, early_stopping_patience=2,
                       learning_rate=0.004, seed=3)
-
-
-class Killed(BaseException):
-    """Ends a run in-process as SIGKILL would: nothing after it runs (no Keras clean-up catches a BaseException
-    that is not an Exception)."""
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +291,38 @@ def test_early_stopping_across_a_sigkill_and_a_sigterm_ends_as_the_uninterrupted
     assert metrics["resumed_from_epoch"] in (4, 5)  # 5: the SIGTERM came as epoch 5 ended
     assert metrics["epochs_completed"] == 5 and metrics["validation_accuracy"] == reference["validation_accuracy"]
     assert metrics["weights_sha256"] == reference["weights_sha256"]
+    # What the faults cost: two reruns resumed; the kill came early in epoch 4, after the backup of epoch 3.
+    goodput = metrics["goodput"]
+    assert (goodput["runs"], goodput["restarts"]) == (3, 2) and 0 <= goodput["steps_recomputed"] < 150, goodput
+    assert reference["goodput"]["restarts"] == 0 and reference["goodput"]["steps_recomputed"] == 0
+
+
+def test_goodput_counts_the_restarts_and_the_steps_a_kill_made_train_again(fashion, tmp_path, sigterm_at):
+    """16 steps an epoch, a backup every 10: killed as the 25th step begins (24 done, the last backup at 20), then
+    SIGTERM as the rerun's 10th begins (step 30 saved), then the run that finishes. In-process the kill still lets
+    the run write its last record (a process killed by SIGKILL leaves the one of its last heartbeat)."""
+    data = splits(fashion, 1000, test_examples=200)
+    settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, backup_every_steps=10)
+    sigterm_at(25, kill=True)
+    with pytest.raises(Killed):
+        train_in_process(tmp_path, data, **settings)
+    sigterm_at(10)
+    with pytest.raises(checkpoints.Stopped, match="at epoch 2, step 14 of 16"):
+        train_in_process(tmp_path, data, **settings)
+    sigterm_at(0)
+    metrics = train_in_process(tmp_path, data, **settings)
+    goodput = metrics["goodput"]
+    assert (goodput["runs"], goodput["restarts"], goodput["steps_recomputed"]) == (3, 2, 24 - 20)
+    assert goodput["workers_per_run"] == [1, 1, 1]
+    assert 0 < goodput["startup_seconds"] < goodput["total_seconds"]
+    assert 0 < goodput["backup_seconds"] < goodput["total_seconds"]
+    assert 0 < goodput["useful_fraction"] < 1
+    assert not (tmp_path / "checkpoints").exists()  # goodput.json went with the backup
+
+
+def test_goodput_of_a_run_never_stopped(fashion, tmp_path):
+    metrics = train_in_process(tmp_path, splits(fashion, 600, test_examples=200), model="mlp", recipe="seed",
+                               epochs=2)
+    goodput = metrics["goodput"]
+    assert (goodput["runs"], goodput["restarts"], goodput["steps_recomputed"]) == (1, 0, 0)
+    assert 0 < goodput["useful_fraction"] < 1

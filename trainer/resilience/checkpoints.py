@@ -168,6 +168,7 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         self._periodic = True      # False while Keras's periodic save is at an epoch's last step
         self.backup_seconds = 0.0  # time spent saving (metrics.json's goodput)
         self._saved_epoch_end = None
+        self.last_saved_step = None
 
     def _implements_train_batch_hooks(self):
         return self.every_step_saves
@@ -251,6 +252,7 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         self._training_state._ckpt_saved_batch.assign(batch)
         super()._backup(epoch, batch)
         self.backup_seconds += time.perf_counter() - started
+        self.last_saved_step = epoch * self.steps_per_epoch + batch + 1  # the global step a rerun resumes at
 
     def _stop(self, epoch, step, save=True):
         """Saves the training state at (epoch, step) (0-based; None: nothing done yet) and stops the run."""

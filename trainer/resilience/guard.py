@@ -13,6 +13,7 @@ from trainer import distribution
 from trainer.errors import RetryableError
 from trainer.resilience import callback_state, checkpoints
 from trainer.resilience.callback_state import CallbackState, EpochEnd
+from trainer.resilience.goodput import Goodput, GoodputMeter, process_started
 from trainer.resilience.history import HISTORY_FILE, EpochHistory
 from trainer.resilience.lease import Lease
 from trainer.resilience.signals import PROCESS
@@ -33,6 +34,7 @@ class RunGuard:
         self.checkpoint_dir = job.checkpoint_dir
         self.multi_worker = distribution.cluster_size(tf_config) > 1
         self.lease = None
+        self.goodput = None  # goodput.Goodput: what faults cost this job, once entered
 
     def __enter__(self):
         if self.strategy is None:
@@ -49,6 +51,10 @@ class RunGuard:
         except BaseException:
             self._release()
             raise
+        self.goodput = Goodput(self.checkpoint_dir, write=distribution.is_chief(self.tf_config),
+                               workers=max(1, distribution.cluster_size(self.tf_config)),
+                               started=process_started() if self.signals.watching else None).start()
+        self.signals.before_exit(self.goodput.close)
         return self
 
     def __exit__(self, error_type, error, traceback):
@@ -58,6 +64,9 @@ class RunGuard:
         return False
 
     def _release(self):
+        if self.goodput is not None:
+            self.signals.forget(self.goodput.close)
+            self.goodput.close()
         self.signals.forget(self.lease.release)
         self.lease.release()
 
@@ -80,11 +89,16 @@ class RunGuard:
         state = CallbackState(f"{self.checkpoint_dir.rstrip('/')}/{callback_state.FOLDER}",
                               callback_state.stateful(others), write=chief)
         epoch_end = EpochEnd(backup, state, steps_per_epoch, start_step)
-        self.backup = backup
-        return [backup, history, *others, epoch_end], history
+        written_by, workers = self.goodput.backup_written_by(), max(1, distribution.cluster_size(self.tf_config))
+        if start_step and written_by and written_by != workers:  # elastic: docs/distributed.md says what holds
+            history.note = (f"; a backup written by {written_by} worker{'s' * (written_by > 1)}, resumed by "
+                            f"{workers}: the same global batch and stream of batches")
+        meter = GoodputMeter(self.goodput, backup, start_step)
+        return [backup, history, meter, *others, epoch_end], history
 
     def discard(self):
         """Deletes the backup: only once the result is published (until then, a rerun resumes from it)."""
+        self.goodput.retire()
         checkpoints.discard(self.checkpoint_dir)
 
 

@@ -25,6 +25,7 @@ class EpochHistory(tf_keras.callbacks.Callback):
         self.path, self.write, self.steps_per_epoch, self.start_step = path, write, steps_per_epoch, start_step
         self.rows, self.resumed_from_epoch, self.resumed_from_step, self.epochs_this_run = [], 0, 0, 0
         self._epoch_started = 0.0
+        self.note = ""  # said after where the run resumes (an elastic resume: the worker counts)
 
     def on_train_begin(self, logs=None):
         # Runs after Backup.on_train_begin restored the training state: where Keras will continue.
@@ -46,9 +47,9 @@ class EpochHistory(tf_keras.callbacks.Callback):
                 logging.info("Resumed from the backup in %s: early stopping had ended training after epoch %d; "
                              "nothing is left to train.", os.path.dirname(self.path), len(self.rows))
                 return
-            logging.info("Resumed from the backup in %s: continuing at epoch %d, step %d of %d (%s).",
+            logging.info("Resumed from the backup in %s: continuing at epoch %d, step %d of %d (%s)%s.",
                          os.path.dirname(self.path), epoch + 1, step + 1, self.steps_per_epoch,
-                         f"epochs 1-{epoch} were done" if epoch else "within the first epoch")
+                         f"epochs 1-{epoch} were done" if epoch else "within the first epoch", self.note)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
