@@ -116,14 +116,15 @@ class EpochEnd(tf_keras.callbacks.Callback):
     """Last in the callback list: the backup's part that must come after every other callback.
 
     At an epoch's end the others have taken the epoch in (EpochHistory its row, EarlyStopping its verdict), so it
-    saves their state, then the training state of the epoch's end (checkpoints.Backup.save_epoch_end), which also
-    stops there when SIGTERM or SIGINT asked. When starting, it puts the saved state back after the callbacks' own
+    saves their state, then the training state of the epoch's end (checkpoints.Backup.save_epoch_end), then the
+    history, and stops there if SIGTERM or SIGINT asked. When starting, it puts the saved state back after the callbacks' own
     `on_train_begin` reset it.
     """
 
-    def __init__(self, backup, state, steps_per_epoch, start_step):
+    def __init__(self, backup, history, state, steps_per_epoch, start_step):
         super().__init__()
-        self.backup, self.state, self.steps_per_epoch, self.start_step = backup, state, steps_per_epoch, start_step
+        self.backup, self.history, self.state = backup, history, state
+        self.steps_per_epoch, self.start_step = steps_per_epoch, start_step
 
     def on_train_begin(self, logs=None):
         self.state.restore(self.start_step // self.steps_per_epoch)
@@ -137,4 +138,6 @@ class EpochEnd(tf_keras.callbacks.Callback):
         epochs_done = self.params["epochs"] if stopped_early else epoch + 1
         self.state.save(epochs_done)
         self.backup.save_epoch_end(epoch, training_ends=stopped_early)
+        self.history.save()  # after the backup: an epoch in history.json is an epoch in the backup
         self.state.prune(epochs_done)
+        self.backup.stop_if_requested(epoch)

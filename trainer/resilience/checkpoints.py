@@ -223,12 +223,14 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         return int(self.model._train_counter.numpy()) >= (epoch + 1) * self.steps_per_epoch
 
     def save_epoch_end(self, epoch, training_ends=False):
-        """Saves the training state of `epoch`'s end, and stops there if SIGTERM/SIGINT asked; called by
-        callback_state.EpochEnd, last of the callbacks, so that their state of the epoch is saved with it.
-        `training_ends` (early stopping ended `fit`): saved as the last epoch's end, so that a rerun trains no
-        further."""
+        """Saves the training state of `epoch`'s end; called by callback_state.EpochEnd, last of the callbacks,
+        so that their state of the epoch is saved with it. `training_ends` (early stopping ended `fit`): saved as
+        the last epoch's end, so that a rerun trains no further."""
         self._backup(self.params["epochs"] - 1 if training_ends else epoch, self.steps_per_epoch - 1)
         self._saved_epoch_end = epoch
+
+    def stop_if_requested(self, epoch):
+        """Stops at `epoch`'s end, saved by save_epoch_end, if SIGTERM/SIGINT asked."""
         if self._requested is not None:
             self._stop(epoch, self.steps_per_epoch - 1, save=False)
 

@@ -88,10 +88,12 @@ class Goodput:
     # ---- what the run tells it -----------------------------------------------------------------------------
 
     def backup_written_by(self):
-        """Workers of the run that saved the newest backup (None: no run recorded one)."""
-        for record in reversed(self.previous):
-            if record.get("last_backup_step") is not None:
-                return record.get("workers")
+        """Workers of the run that saved the newest backup: the newest run that recorded a backup, else the newest
+        that trained (its record may predate its first backup by a heartbeat); None: no run did."""
+        for key in ("last_backup_step", "first_step_at"):
+            for record in reversed(self.previous):
+                if record.get(key) is not None:
+                    return record.get("workers")
         return None
 
     def training_begins(self, model, backup, resumed_from_step):
@@ -180,7 +182,8 @@ class Goodput:
 
 
 class GoodputMeter(tf_keras.callbacks.Callback):
-    """Tells the run's Goodput where training resumed and when its first step began."""
+    """Tells the run's Goodput where training resumed, when its first step began and each epoch's backup (last in
+    the callback list)."""
 
     def __init__(self, goodput, backup, start_step):
         super().__init__()
@@ -191,6 +194,9 @@ class GoodputMeter(tf_keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.goodput.first_step()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.goodput.save()  # after the epoch's backup (callback_state.EpochEnd comes before): who wrote it
 
     def on_train_end(self, logs=None):
         self.goodput.training_ends()

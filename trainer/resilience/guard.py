@@ -88,13 +88,13 @@ class RunGuard:
                                     multi_worker=self.multi_worker, signals=self.signals)
         state = CallbackState(f"{self.checkpoint_dir.rstrip('/')}/{callback_state.FOLDER}",
                               callback_state.stateful(others), write=chief)
-        epoch_end = EpochEnd(backup, state, steps_per_epoch, start_step)
+        epoch_end = EpochEnd(backup, history, state, steps_per_epoch, start_step)
         written_by, workers = self.goodput.backup_written_by(), max(1, distribution.cluster_size(self.tf_config))
         if start_step and written_by and written_by != workers:  # elastic: docs/distributed.md says what holds
             history.note = (f"; a backup written by {written_by} worker{'s' * (written_by > 1)}, resumed by "
                             f"{workers}: the same global batch and stream of batches")
         meter = GoodputMeter(self.goodput, backup, start_step)
-        return [backup, history, meter, *others, epoch_end], history
+        return [backup, history, *others, epoch_end, meter], history
 
     def discard(self):
         """Deletes the backup: only once the result is published (until then, a rerun resumes from it)."""

@@ -70,5 +70,8 @@ class EpochHistory(tf_keras.callbacks.Callback):
         row.update({key: float(value) for key, value in (logs or {}).items()})
         self.rows.append(row)
         self.epochs_this_run += 1
+
+    def save(self):
+        """history.json, once the backup of the epoch's end is saved (callback_state.EpochEnd)."""
         if self.write:
             write_json(self.path, self.rows)
