@@ -63,9 +63,12 @@ class Goodput:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
+        self._started_writing = False
 
-    def start(self):
-        """Writes this run's first record and keeps it fresh (chief only)."""
+    def start(self, backup_exists):
+        """Writes this run's first record and keeps it fresh (chief only). Beside an existing backup only, until
+        training begins: a run that ends before (damaged data, a bad setting found late) leaves no backup folder."""
+        self._started_writing = bool(backup_exists or self.previous)
         if self.write:
             self.save()
             self._thread = threading.Thread(target=self._heartbeat, name="goodput", daemon=True)
@@ -96,10 +99,15 @@ class Goodput:
                     return record.get("workers")
         return None
 
-    def training_begins(self, model, backup, resumed_from_step):
-        self._counter, self._backup = model._train_counter, backup
-        self.run["resumed_from_step"] = self.run["furthest_step"] = int(resumed_from_step)
+    def resumed(self, step):
+        """This run resumed from the backup at global `step` (EpochHistory, just before it says so in the log)."""
+        self.run["resumed_from_step"] = self.run["furthest_step"] = int(step)
         self.save()  # at once: a run that resumed counts as a restart even if killed in its first seconds
+
+    def training_begins(self, model, backup):
+        self._counter, self._backup = model._train_counter, backup
+        self._started_writing = True
+        self.save()
 
     def first_step(self):
         if self.run["first_step_at"] is None:
@@ -129,7 +137,7 @@ class Goodput:
             run["last_backup_step"] = None if saved is None else int(saved)
 
     def save(self):
-        if not self.write:
+        if not self.write or not self._started_writing:
             return
         with self._lock:
             self._refresh()
@@ -185,12 +193,12 @@ class GoodputMeter(tf_keras.callbacks.Callback):
     """Tells the run's Goodput where training resumed, when its first step began and each epoch's backup (last in
     the callback list)."""
 
-    def __init__(self, goodput, backup, start_step):
+    def __init__(self, goodput, backup):
         super().__init__()
-        self.goodput, self.backup, self.start_step = goodput, backup, start_step
+        self.goodput, self.backup = goodput, backup
 
     def on_train_begin(self, logs=None):
-        self.goodput.training_begins(self.model, self.backup, self.start_step)
+        self.goodput.training_begins(self.model, self.backup)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.goodput.first_step()

@@ -53,7 +53,9 @@ class RunGuard:
             raise
         self.goodput = Goodput(self.checkpoint_dir, write=distribution.is_chief(self.tf_config),
                                workers=max(1, distribution.cluster_size(self.tf_config)),
-                               started=process_started() if self.signals.watching else None).start()
+                               started=process_started() if self.signals.watching else None)
+        self.goodput.start(backup_exists=tf.io.gfile.isdir(f"{self.checkpoint_dir.rstrip('/')}/"
+                                                           f"{checkpoints.CHECKPOINTS}"))
         self.signals.before_exit(self.goodput.close)
         return self
 
@@ -93,7 +95,8 @@ class RunGuard:
         if start_step and written_by and written_by != workers:  # elastic: docs/distributed.md says what holds
             history.note = (f"; a backup written by {written_by} worker{'s' * (written_by > 1)}, resumed by "
                             f"{workers}: the same global batch and stream of batches")
-        meter = GoodputMeter(self.goodput, backup, start_step)
+        history.goodput = self.goodput
+        meter = GoodputMeter(self.goodput, backup)
         return [backup, history, *others, epoch_end, meter], history
 
     def discard(self):

@@ -26,6 +26,7 @@ class EpochHistory(tf_keras.callbacks.Callback):
         self.rows, self.resumed_from_epoch, self.resumed_from_step, self.epochs_this_run = [], 0, 0, 0
         self._epoch_started = 0.0
         self.note = ""  # said after where the run resumes (an elastic resume: the worker counts)
+        self.goodput = None  # goodput.Goodput, told where the run resumes
 
     def on_train_begin(self, logs=None):
         # Runs after Backup.on_train_begin restored the training state: where Keras will continue.
@@ -39,6 +40,8 @@ class EpochHistory(tf_keras.callbacks.Callback):
                                f"starts at global step {self.start_step + 1}: the resumed run would not see the "
                                "batches the uninterrupted run saw.")
         if epoch > 0 or step > 0:
+            if self.goodput is not None:  # recorded before it is said: the fault soak counts the lines
+                self.goodput.resumed(self.start_step)
             self.resumed_from_epoch, self.resumed_from_step = epoch, step
             self.rows = self._read_rows(epoch)
             if epoch >= self.params.get("epochs", epoch + 1) and 0 < len(self.rows) < epoch:
