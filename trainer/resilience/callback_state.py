@@ -106,9 +106,9 @@ class CallbackState:
         if not self.write or not tf.io.gfile.isdir(self.folder):
             return
         for name in tf.io.gfile.listdir(self.folder):
-            stem = name.rstrip("/").rsplit(".npz", 1)[0]
-            if stem.startswith("after-epoch-") and stem[len("after-epoch-"):].isdigit() \
-                    and int(stem[len("after-epoch-"):]) < epochs_done and name.endswith(".npz"):
+            count = name[len("after-epoch-"):-len(".npz")]
+            if name.startswith("after-epoch-") and name.endswith(".npz") and count.isdigit() \
+                    and int(count) < epochs_done:
                 remove(f"{self.folder}/{name}")
 
 
@@ -117,8 +117,8 @@ class EpochEnd(tf_keras.callbacks.Callback):
 
     At an epoch's end the others have taken the epoch in (EpochHistory its row, EarlyStopping its verdict), so it
     saves their state, then the training state of the epoch's end (checkpoints.Backup.save_epoch_end), then the
-    history, and stops there if SIGTERM or SIGINT asked. When starting, it puts the saved state back after the callbacks' own
-    `on_train_begin` reset it.
+    history, and stops there if SIGTERM or SIGINT asked. When starting, it puts the saved state back after the
+    callbacks' own `on_train_begin` reset it.
     """
 
     def __init__(self, backup, history, state, steps_per_epoch, start_step):
