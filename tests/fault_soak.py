@@ -94,6 +94,7 @@ class Soak:
         reference = json.loads((reference_out / "metrics.json").read_text())
         print(f"reference run: {total:.1f} s, test accuracy {reference['test_accuracy']:.4f}", flush=True)
         kills, cycle, finals = 0, 1, []
+        faults = {"resumed": 0, "killed_training": 0}  # this job's, for its goodput
         out = pathlib.Path(args.out) / f"soaked-{cycle}"
         while True:
             log = self.log_path(f"run-{cycle}")
@@ -102,12 +103,15 @@ class Soak:
                 status = process.wait()
                 text = self.check_log(log, status, {0})
                 self.tally.append((f"1 process #{cycle}", "-", "(final run)", resumed_at(text), status))
+                faults["resumed"] += "continuing at" in text
                 break
             target = PHASES[kills % len(PHASES)] if kills < len(PHASES) else self.rng.choice(PHASES)
             signum = self.rng.choice((signal.SIGKILL, signal.SIGTERM))
             where = self._kill_when(process, log, target, signum)
             status = process.wait()
             text = self.check_log(log, status, {0, RETRY, -signal.SIGKILL})
+            faults["resumed"] += "continuing at" in text
+            faults["killed_training"] += signum == signal.SIGKILL and where.startswith("training")
             if where.startswith("("):  # it finished before the signal: not a kill
                 self.tally.append((f"1 process #{cycle}", "-", "(finished first)", resumed_at(text), status))
             else:
@@ -115,10 +119,11 @@ class Soak:
                                    status))
                 kills += 1
             if (out / "metrics.json").exists():  # this job is done: check it, then soak a new one
-                finals.append(self._check_result(out, reference))
+                finals.append(self._check_result(out, reference, faults))
+                faults = {"resumed": 0, "killed_training": 0}
                 cycle += 1
                 out = pathlib.Path(args.out) / f"soaked-{cycle}"
-        finals.append(self._check_result(out, reference))
+        finals.append(self._check_result(out, reference, faults))
         return finals, reference
 
     def wait_for(self, process, log, pattern, deadline=120):
@@ -148,8 +153,16 @@ class Soak:
         process.send_signal(signum)
         return where
 
-    def _check_result(self, out, reference):
+    def _check_result(self, out, reference, faults=None):
         final = json.loads((out / "metrics.json").read_text())
+        goodput = final.get("goodput") or {}
+        if faults is not None and goodput.get("restarts") != faults["resumed"]:
+            self.problems.append(f"{out}: goodput counts {goodput.get('restarts')} restarts, the logs "
+                                 f"{faults['resumed']} resumed runs")
+        # A backup every 10 steps: a SIGKILL in training makes at most 10 steps train again; SIGTERM saves the step.
+        if faults is not None and not 0 <= goodput.get("steps_recomputed", -1) <= 10 * faults["killed_training"]:
+            self.problems.append(f"{out}: goodput counts {goodput.get('steps_recomputed')} steps recomputed after "
+                                 f"{faults['killed_training']} SIGKILL(s) in training")
         leftovers = [n for n in os.listdir(out) if n.startswith(".") or n == "checkpoints"]
         if sorted(os.listdir(out)) != ["logs", "metrics.json", "saved_model", "test_predictions.npz"]:
             self.problems.append(f"{out}: holds {sorted(os.listdir(out))}, leftovers {leftovers}")

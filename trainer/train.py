@@ -62,7 +62,8 @@ def run(cfg, splits=None, strategy=None):
         trained = plain_copy(job.model, model)
         test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
         metrics = run_record(cfg, model, strategy, policy, tf_config, splits, history, test_scores,
-                             data_seconds=data_seconds, train_seconds=train_seconds, output=output)
+                             data_seconds=data_seconds, train_seconds=train_seconds, output=output,
+                             goodput=run_guard.goodput.summary(int(model._train_counter.numpy())))
         if chief:
             outputs.publish_or_retry(output, staging, metrics)
             run_guard.discard()  # only now: until the result is published, a rerun resumes
@@ -171,12 +172,11 @@ def fit(cfg, model, splits, train, validation, log_dir, chief, run_guard, start_
     (history, seconds)."""
     job, recipe = cfg.job, cfg.recipe
     steps = data.steps_per_epoch(len(splits.train[1]), recipe.batch_size)
-    backup_callbacks, history = run_guard.callbacks(chief, steps, recipe.steps_per_execution, start_step)
-    callbacks = [*backup_callbacks, tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
-                                                                    profile_batch=0)]
+    others = [tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch", profile_batch=0)]
     if early_stopping(cfg, splits):
-        callbacks.append(tf_keras.callbacks.EarlyStopping(
+        others.append(tf_keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=job.early_stopping_patience, restore_best_weights=True, verbose=1))
+    callbacks, history = run_guard.callbacks(chief, steps, recipe.steps_per_execution, start_step, others)
     logging.info("%d training examples%s.", len(splits.train[1]),
                  f", {len(splits.validation[1])} held out for validation" if splits.validation else "")
     started = time.perf_counter()
@@ -212,7 +212,7 @@ def evaluate_and_export(cfg, model, test, staging):
 
 
 def run_record(cfg, model, strategy, policy, tf_config, splits, history, test_scores, *, data_seconds,
-               train_seconds, output):
+               train_seconds, output, goodput=None):
     """metrics.json: the scores, and everything needed to know how they were obtained."""
     job, recipe = cfg.job, cfg.recipe
     train_examples = len(splits.train[1])
@@ -243,6 +243,7 @@ def run_record(cfg, model, strategy, policy, tf_config, splits, history, test_sc
         "resumed_from_epoch": history.resumed_from_epoch,
         "resumed_from_step": history.resumed_from_step,
         "history": history.rows,
+        "goodput": goodput,
         "saved_model": output.child("saved_model"),
         "versions": versions(),
         "flags": cfg.flags,

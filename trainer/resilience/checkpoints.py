@@ -10,6 +10,7 @@
 
 import os
 import signal
+import time
 import uuid
 
 import tensorflow as tf
@@ -164,6 +165,10 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         self.multi_worker = multi_worker
         self.signals = signals
         self._previous_handlers = {}
+        self._periodic = True      # False while Keras's periodic save is at an epoch's last step
+        self.backup_seconds = 0.0  # time spent saving (metrics.json's goodput)
+        self._saved_epoch_end = None
+        self.last_saved_step = None
 
     def _implements_train_batch_hooks(self):
         return self.every_step_saves
@@ -187,6 +192,8 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
 
     def on_train_end(self, logs=None):
         if self._requested is not None:  # the request ended `fit` between two epochs
+            if self._saved_epoch_end == self._current_epoch:  # that epoch's end is saved (with its callbacks')
+                self._stop(self._current_epoch, self.steps_per_epoch - 1, save=False)
             self._stop_where_training_is(self._current_epoch)
         self._end()
         super().on_train_end(logs)
@@ -201,15 +208,31 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         """Nothing: `_backup` records the step it saves."""
 
     def on_train_batch_end(self, batch, logs=None):
+        last = batch >= self.steps_per_epoch - 1  # an epoch's last step is saved at its end (save_epoch_end)
+        self._periodic = not last
         super().on_train_batch_end(batch, logs)
-        if self._requested is not None:
+        self._periodic = True
+        if self._requested is not None and not last:
             self._stop(self._current_epoch, batch)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._requested is not None:  # `fit` left the epoch early, or the request came during its end
+        if self._requested is not None and not self.epoch_complete(epoch):  # `fit` left the epoch early
             self._stop_where_training_is(epoch)
-        if not self.every_step_saves:
-            self._backup(epoch, self.steps_per_epoch - 1)
+
+    def epoch_complete(self, epoch):
+        return int(self.model._train_counter.numpy()) >= (epoch + 1) * self.steps_per_epoch
+
+    def save_epoch_end(self, epoch, training_ends=False):
+        """Saves the training state of `epoch`'s end; called by callback_state.EpochEnd, last of the callbacks,
+        so that their state of the epoch is saved with it. `training_ends` (early stopping ended `fit`): saved as
+        the last epoch's end, so that a rerun trains no further."""
+        self._backup(self.params["epochs"] - 1 if training_ends else epoch, self.steps_per_epoch - 1)
+        self._saved_epoch_end = epoch
+
+    def stop_if_requested(self, epoch):
+        """Stops at `epoch`'s end, saved by save_epoch_end, if SIGTERM/SIGINT asked."""
+        if self._requested is not None:
+            self._stop(epoch, self.steps_per_epoch - 1, save=False)
 
     def _stop_where_training_is(self, epoch):
         """Stops at the step Keras's step counter has reached in `epoch` (the counter is part of the backup)."""
@@ -224,14 +247,19 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         self._stop(None, None)
 
     def _backup(self, epoch, batch=0):
+        if not self._periodic:  # Keras's periodic save at an epoch's last step: save_epoch_end saves it
+            return
+        started = time.perf_counter()
         self._training_state._ckpt_saved_epoch.assign(epoch)
         self._training_state._ckpt_saved_batch.assign(batch)
         super()._backup(epoch, batch)
+        self.backup_seconds += time.perf_counter() - started
+        self.last_saved_step = epoch * self.steps_per_epoch + batch + 1  # the global step a rerun resumes at
 
-    def _stop(self, epoch, step):
+    def _stop(self, epoch, step, save=True):
         """Saves the training state at (epoch, step) (0-based; None: nothing done yet) and stops the run."""
         name = signal.Signals(self._requested).name
-        if epoch is not None:
+        if epoch is not None and save:
             self._backup(epoch, step)
         self._end()
         where = (f"epoch {epoch + 1}, step {step + 1} of {self.steps_per_epoch}" if epoch is not None

@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from trainer import distribution
 from trainer.errors import RetryableError
-from trainer.resilience import checkpoints
+from trainer.resilience import callback_state, checkpoints
+from trainer.resilience.callback_state import CallbackState, EpochEnd
+from trainer.resilience.goodput import Goodput, GoodputMeter, process_started
 from trainer.resilience.history import HISTORY_FILE, EpochHistory
 from trainer.resilience.lease import Lease
 from trainer.resilience.signals import PROCESS
@@ -32,6 +34,7 @@ class RunGuard:
         self.checkpoint_dir = job.checkpoint_dir
         self.multi_worker = distribution.cluster_size(tf_config) > 1
         self.lease = None
+        self.goodput = None  # goodput.Goodput: what faults cost this job, once entered
 
     def __enter__(self):
         if self.strategy is None:
@@ -48,6 +51,12 @@ class RunGuard:
         except BaseException:
             self._release()
             raise
+        self.goodput = Goodput(self.checkpoint_dir, write=distribution.is_chief(self.tf_config),
+                               workers=max(1, distribution.cluster_size(self.tf_config)),
+                               started=process_started() if self.signals.watching else None)
+        self.goodput.start(backup_exists=tf.io.gfile.isdir(f"{self.checkpoint_dir.rstrip('/')}/"
+                                                           f"{checkpoints.CHECKPOINTS}"))
+        self.signals.before_exit(self.goodput.close)
         return self
 
     def __exit__(self, error_type, error, traceback):
@@ -57,6 +66,9 @@ class RunGuard:
         return False
 
     def _release(self):
+        if self.goodput is not None:
+            self.signals.forget(self.goodput.close)
+            self.goodput.close()
         self.signals.forget(self.lease.release)
         self.lease.release()
 
@@ -64,19 +76,32 @@ class RunGuard:
         """The global step the training stream starts at: 0, or the step after the backup's."""
         return checkpoints.resume_step(self.checkpoint_dir, steps_per_epoch)
 
-    def callbacks(self, chief, steps_per_epoch, steps_per_execution, start_step=0):
-        """Keras's backup of the training state (saving on SIGTERM/SIGINT too) and the history that goes with it;
-        returns (callbacks, history). `start_step`: where the training stream starts (Keras must continue there
-        too)."""
+    def callbacks(self, chief, steps_per_epoch, steps_per_execution, start_step=0, others=()):
+        """Keras's backup of the training state (saving on SIGTERM/SIGINT too), the history that goes with it, and
+        the run's `others` (TensorBoard, EarlyStopping) in between, their state part of the backup; returns
+        (callbacks, history). `start_step`: where the training stream starts (Keras must continue there too).
+
+        The order matters: the backup restores first, and saves an epoch's end last, after every other callback
+        has taken the epoch in (callback_state.EpochEnd)."""
         history = EpochHistory(f"{self.checkpoint_dir.rstrip('/')}/{HISTORY_FILE}", write=chief,
                                steps_per_epoch=steps_per_epoch, start_step=start_step)
         backup = checkpoints.Backup(self.checkpoint_dir, every_steps=self.job.backup_every_steps,
                                     steps_per_epoch=steps_per_epoch, steps_per_execution=steps_per_execution,
                                     multi_worker=self.multi_worker, signals=self.signals)
-        return [backup, history], history
+        state = CallbackState(f"{self.checkpoint_dir.rstrip('/')}/{callback_state.FOLDER}",
+                              callback_state.stateful(others), write=chief)
+        epoch_end = EpochEnd(backup, history, state, steps_per_epoch, start_step)
+        written_by, workers = self.goodput.backup_written_by(), max(1, distribution.cluster_size(self.tf_config))
+        if start_step and written_by and written_by != workers:  # elastic: docs/distributed.md says what holds
+            history.note = (f"; a backup written by {written_by} worker{'s' * (written_by > 1)}, resumed by "
+                            f"{workers}: the same global batch and stream of batches")
+        history.goodput = self.goodput
+        meter = GoodputMeter(self.goodput, backup)
+        return [backup, history, *others, epoch_end, meter], history
 
     def discard(self):
         """Deletes the backup: only once the result is published (until then, a rerun resumes from it)."""
+        self.goodput.retire()
         checkpoints.discard(self.checkpoint_dir)
 
 

@@ -25,6 +25,8 @@ class EpochHistory(tf_keras.callbacks.Callback):
         self.path, self.write, self.steps_per_epoch, self.start_step = path, write, steps_per_epoch, start_step
         self.rows, self.resumed_from_epoch, self.resumed_from_step, self.epochs_this_run = [], 0, 0, 0
         self._epoch_started = 0.0
+        self.note = ""  # said after where the run resumes (an elastic resume: the worker counts)
+        self.goodput = None  # goodput.Goodput, told where the run resumes
 
     def on_train_begin(self, logs=None):
         # Runs after Backup.on_train_begin restored the training state: where Keras will continue.
@@ -38,11 +40,19 @@ class EpochHistory(tf_keras.callbacks.Callback):
                                f"starts at global step {self.start_step + 1}: the resumed run would not see the "
                                "batches the uninterrupted run saw.")
         if epoch > 0 or step > 0:
+            if self.goodput is not None:  # recorded before it is said: the fault soak counts the lines
+                self.goodput.resumed(self.start_step)
             self.resumed_from_epoch, self.resumed_from_step = epoch, step
             self.rows = self._read_rows(epoch)
-            logging.info("Resumed from the backup in %s: continuing at epoch %d, step %d of %d (%s).",
+            if epoch >= self.params.get("epochs", epoch + 1) and 0 < len(self.rows) < epoch:
+                # Early stopping ended training: the backup of its last epoch says "all epochs done".
+                self.resumed_from_epoch = len(self.rows)
+                logging.info("Resumed from the backup in %s: early stopping had ended training after epoch %d; "
+                             "nothing is left to train.", os.path.dirname(self.path), len(self.rows))
+                return
+            logging.info("Resumed from the backup in %s: continuing at epoch %d, step %d of %d (%s)%s.",
                          os.path.dirname(self.path), epoch + 1, step + 1, self.steps_per_epoch,
-                         f"epochs 1-{epoch} were done" if epoch else "within the first epoch")
+                         f"epochs 1-{epoch} were done" if epoch else "within the first epoch", self.note)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
@@ -63,5 +73,8 @@ class EpochHistory(tf_keras.callbacks.Callback):
         row.update({key: float(value) for key, value in (logs or {}).items()})
         self.rows.append(row)
         self.epochs_this_run += 1
+
+    def save(self):
+        """history.json, once the backup of the epoch's end is saved (callback_state.EpochEnd)."""
         if self.write:
             write_json(self.path, self.rows)
