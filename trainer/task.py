@@ -28,8 +28,10 @@ def main(argv):
     logs.configure()
     with logs.quiet_native_startup():  # TensorFlow only once the flags are known to be good
         import tensorflow as tf
-        from trainer import train
+        from trainer import distribution, train
         tf.config.list_physical_devices("GPU")
+    if distribution.cluster_size(distribution.cluster_spec_from_env()) > 1:
+        logs.filter_collective_aborts()  # a lost peer: one line of the job's, not a screen of native ones
     try:
         train.run(cfg)
     except UserError as error:
@@ -41,6 +43,7 @@ def main(argv):
 def _fail(message, status=errors.PERMANENT):
     logging.flush()
     print(f"fmnist-train: error: {message}", file=sys.stderr, flush=True)
+    logs.drain()
     if "TF_CONFIG" in os.environ or "CLUSTER_SPEC" in os.environ:
         # Under many workers TensorFlow's shutdown waits for the other tasks, which may themselves wait in a
         # collective for this one: leave without it.
