@@ -14,6 +14,7 @@ import sys
 
 from absl import flags, logging
 
+from trainer import logs
 from trainer.errors import FINISHED, PERMANENT, RETRY, RetryableError, UserError
 
 HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
@@ -51,6 +52,7 @@ def report(program, message, status=PERMANENT):
 def fail(program, message, status=PERMANENT):
     """The one-line error, then exit with `status`."""
     report(program, message, status)
+    logs.drain()  # the lines still in the stderr filter of many workers (a no-op without one)
     if "TF_CONFIG" in os.environ or "CLUSTER_SPEC" in os.environ:
         # Under many workers TensorFlow's shutdown waits for the other tasks, which may themselves wait in a
         # collective for this one: leave without it.

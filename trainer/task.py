@@ -29,8 +29,10 @@ def main(argv):
     logs.configure()
     with logs.quiet_native_startup():  # TensorFlow only once the flags are known to be good
         import tensorflow as tf
-        from trainer import train
+        from trainer import distribution, train
         tf.config.list_physical_devices("GPU")
+    if distribution.cluster_size(distribution.cluster_spec_from_env()) > 1:
+        logs.filter_collective_aborts()  # a lost peer: one line of the job's, not a screen of native ones
     try:
         train.run(cfg)
     except UserError as error:
