@@ -56,6 +56,11 @@ class Job:
         None, "Save the preemption backup every N training steps, so that a kill loses at most N steps (unset: once "
               "per epoch). SIGTERM and SIGINT save the step in progress either way.",
         check=lambda v: v > 0, message="--backup_every_steps must be a positive whole number of steps, e.g. 200.")
+    metrics_port: Optional[int] = setting(
+        None, "Serve the training's progress as Prometheus metrics on this port (/metrics: step, epoch, examples/s, "
+              "loss, val_accuracy, ETA, restarts, seconds since the last backup) while it trains. Unset: off.",
+        check=lambda v: 0 < v < 65536, message="--metrics_port must be a TCP port from 1 to 65535, e.g. "
+                                               "--metrics_port=8000.")
     data_dir: Optional[str] = setting(
         None, "TFDS data directory (unset: TFDS's own, ~/tensorflow_datasets).",
         check=_well_formed_location, message=_location_message("data_dir"))

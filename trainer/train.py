@@ -21,8 +21,8 @@ import tf_keras
 from absl import logging
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from trainer import (backup, data, distribution, evaluate, export, models, optimization, outputs, precision, scores,
-                     signals, tuning)
+from trainer import (backup, data, distribution, evaluate, export, models, monitoring, optimization, outputs,
+                     precision, scores, signals)
 from trainer.errors import UserError
 
 
@@ -70,11 +70,11 @@ def run(cfg, splits=None, strategy=None):
         metrics = run_record(cfg, model, strategy, policy, tf_config, splits, history, test_scores,
                              data_seconds=data_seconds, train_seconds=train_seconds, output=output)
         if chief:
+            monitoring.hparams.write_results(tensorboard_dir(job, output, chief, staging), metrics)
             outputs.publish_or_retry(output, staging, metrics)
             backup.discard(job.checkpoint_dir)  # only now: until the result is published, a rerun resumes
             logging.info("Test accuracy %.4f, loss %.4f; results in %s", metrics["test_accuracy"],
                          metrics["test_loss"], output.url)
-            tuning.report(metrics)
         else:
             shutil.rmtree(staging, ignore_errors=True)
             logging.info("This worker is done (weights sha256 %s); the chief publishes the results.",
@@ -185,11 +185,14 @@ def fit(cfg, model, splits, train, validation, log_dir, chief, multi_worker=Fals
     if early_stopping(cfg, splits):
         callbacks.append(tf_keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=job.early_stopping_patience, restore_best_weights=True, verbose=1))
+    callbacks += monitoring.callbacks(cfg, train_examples=len(splits.train[1]), chief=chief, log_dir=log_dir,
+                                      history=history, early_stopping=early_stopping(cfg, splits),
+                                      start_step=start_step)
     logging.info("%d training examples%s.", len(splits.train[1]),
                  f", {len(splits.validation[1])} held out for validation" if splits.validation else "")
     started = time.perf_counter()
     model.fit(train, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
-              verbose=2)
+              verbose=0)  # monitoring.progress prints the epochs' lines
     return history, time.perf_counter() - started
 
 
@@ -214,7 +217,8 @@ def evaluate_and_export(cfg, model, test, staging):
     test_scores, predicted = scores.summarize(probabilities, labels)
     export.export_saved_model(model, input_shape, os.path.join(staging, "saved_model"), views)
     np.savez_compressed(os.path.join(staging, "test_predictions.npz"),
-                        class_id=predicted.astype(np.uint8), label=labels.astype(np.uint8))
+                        class_id=predicted.astype(np.uint8), label=labels.astype(np.uint8),
+                        probabilities=probabilities.astype(np.float16))
     test_scores["weights_sha256"] = weights_fingerprint(model)
     return test_scores
 
