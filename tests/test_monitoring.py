@@ -77,6 +77,19 @@ def test_the_eta_counts_what_is_left_at_the_pace_of_the_epochs_after_the_first(m
     assert "1,422 examples/s" in lines[3]
 
 
+def test_the_eta_adds_the_test_evaluation_at_the_pace_of_the_validation(monkeypatch):
+    from trainer.monitoring import progress
+    clock = FakeClock()
+    monkeypatch.setattr(progress.time, "perf_counter", clock)
+    # 1,000 validation images take 1 s each epoch (drive's validation: a tenth of the epoch); the test evaluation
+    # after fit: 1,000 images x 6 test-time views.
+    tracker = progress.Progress(epochs=10, steps_per_epoch=100, examples_per_epoch=12_800, batch_size=128,
+                                interactive=False, validation_examples=1000, evaluation_examples=6000)
+    lines = drive(tracker, clock, 10, seconds_per_epoch=10.0, validation=True)
+    assert tracker.eta_seconds == pytest.approx(6.0)  # training done: the evaluation is what is left
+    assert lines[3].endswith(", ETA 1m06s")  # 6 epochs of 10 s, then 6 s of evaluation
+
+
 def test_after_a_resume_the_eta_counts_only_the_steps_left(monkeypatch):
     from trainer.monitoring import progress
     clock = FakeClock()
@@ -148,7 +161,7 @@ def test_a_run_logs_one_line_per_epoch_and_nothing_per_step(reported_run):
     metrics, stdout, log, _, _ = reported_run
     lines = [line for line in log.splitlines() if EPOCH_LINE.match(line)]
     assert [EPOCH_LINE.match(line).group(1, 2) for line in lines] == [("1", "3"), ("2", "3"), ("3", "3")]
-    assert lines[-1].endswith("ETA 0s")
+    assert not lines[-1].endswith("ETA unknown")
     assert "training epochs 1-3 (25 steps of 64 examples each)" in log
     assert not re.search(r"[\r\x08\x1b]", stdout + log)
     assert not re.search(r"^Epoch \d+/\d+$|^\d+/\d+ - ", stdout + log, re.M)  # Keras's own lines are off
@@ -179,7 +192,8 @@ def test_early_stopping_that_keeps_an_earlier_epoch_reports_its_value_last():
     from trainer import tuning
 
     class History:
-        rows = [{"epoch": 1, "val_accuracy": 0.8}, {"epoch": 2, "val_accuracy": 0.9}, {"epoch": 3, "val_accuracy": 0.85}]
+        rows = [{"epoch": 1, "val_accuracy": 0.8}, {"epoch": 2, "val_accuracy": 0.9},
+                {"epoch": 3, "val_accuracy": 0.85}]
 
     stream = io.StringIO()
     reporter = tuning.TrialReporter(History(), early_stopping=True, environ={}, stream=stream)

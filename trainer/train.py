@@ -187,7 +187,8 @@ def fit(cfg, model, splits, train, validation, log_dir, chief, multi_worker=Fals
             monitor="val_accuracy", patience=job.early_stopping_patience, restore_best_weights=True, verbose=1))
     callbacks += monitoring.callbacks(cfg, train_examples=len(splits.train[1]), chief=chief, log_dir=log_dir,
                                       history=history, early_stopping=early_stopping(cfg, splits),
-                                      start_step=start_step)
+                                      start_step=start_step, test_examples=len(splits.test[1]),
+                                      validation_examples=len(splits.validation[1]) if splits.validation else 0)
     logging.info("%d training examples%s.", len(splits.train[1]),
                  f", {len(splits.validation[1])} held out for validation" if splits.validation else "")
     started = time.perf_counter()

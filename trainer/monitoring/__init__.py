@@ -9,22 +9,24 @@
 others see this step's state.
 """
 
-from trainer import data, distribution, tuning
+from trainer import data, distribution, evaluate, tuning
 from trainer.monitoring import endpoint, faults, hparams, progress
 
 
-def callbacks(cfg, *, train_examples, chief, log_dir, history, early_stopping, start_step=0, fault_record=None,
-              interactive=None, environ=None):
+def callbacks(cfg, *, train_examples, chief, log_dir, history, early_stopping, start_step=0, validation_examples=0,
+              test_examples=0, fault_record=None, interactive=None, environ=None):
     """The monitoring callbacks of one `fit`: [Progress, (MetricsEndpoint), (TrialReporter), (HParamsLogger)].
 
     `history`: the backup's EpochHistory (rows of a resumed run included); `early_stopping`: whether fit keeps
-    the best epoch's weights. `fault_record`: a faults.FaultRecord that the backup side feeds (restarts, each
+    the best epoch's weights. `validation_examples`, `test_examples`: for the ETA of the test evaluation. `fault_record`: a faults.FaultRecord that the backup side feeds (restarts, each
     save); without one, the endpoint derives what it can (faults.py).
     """
     job, recipe = cfg.job, cfg.recipe
     steps = data.steps_per_epoch(train_examples, recipe.batch_size)
+    views = len(evaluate.TEST_TIME_VIEWS[recipe.test_time_augmentation])
     tracker = progress.Progress(recipe.epochs, steps, train_examples, recipe.batch_size, start_step=start_step,
-                                interactive=interactive, track_steps=job.metrics_port is not None)
+                                interactive=interactive, track_steps=job.metrics_port is not None,
+                                validation_examples=validation_examples, evaluation_examples=test_examples * views)
     result = [tracker]
     if job.metrics_port is not None:
         record = fault_record or faults.FaultRecord(job.checkpoint_dir, resumed=start_step > 0)

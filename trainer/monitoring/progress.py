@@ -4,9 +4,11 @@
     epoch 3/18: loss 0.4132, accuracy 0.8741, val_accuracy 0.9020, 8,410 examples/s, 1m31s elapsed, ETA 7m46s
 
 This replaces Keras's own `fit(verbose=2)` lines ("Epoch 3/18", then "422/422 - 27s - loss: ..."): one line per
-epoch, not two, and it says when the run will end. The ETA counts only what is left of the run's training (after
-a resume too: the steps the backup already holds are not counted again), at the pace of this process's epochs
-after its first (the first one also traces and compiles the train function); evaluation and export follow it.
+epoch, not two, and it says when the run will end. The ETA counts only what is left of the run (after a resume
+too: the steps the backup already holds are not counted again): the training steps left at the pace of this
+process's epochs after its first (the first one also traces and compiles the train function), and, with a
+validation split, the test evaluation at the pace of the last validation (test images x test-time views; the
+SavedModel's export after it is not counted).
 
 On a terminal (stdout is a tty) Keras's Progbar draws an in-place bar within each epoch, which the epoch's line
 then replaces; in a log (kubectl logs, a file) there are no control characters and no per-step lines.
@@ -47,7 +49,7 @@ class Progress(tf_keras.callbacks.Callback):
     """
 
     def __init__(self, epochs, steps_per_epoch, examples_per_epoch, batch_size, start_step=0, interactive=None,
-                 track_steps=False):
+                 track_steps=False, validation_examples=0, evaluation_examples=0):
         super().__init__()
         self._supports_tf_logs = True  # the per-step hook keeps tensors; reading them is left to the reader
         self.epochs, self.steps_per_epoch, self.batch_size = epochs, steps_per_epoch, batch_size
@@ -66,6 +68,9 @@ class Progress(tf_keras.callbacks.Callback):
         self._epoch_started = self._validation_started = None
         self._epoch_first_step = start_step
         self._paces = []                       # (seconds, steps) of each epoch finished in this process
+        self.validation_examples = validation_examples    # per epoch, from fit's validation_data
+        self.evaluation_examples = evaluation_examples    # the test evaluation after fit: images x views
+        self._evaluation_seconds = None        # its estimate, from the last validation's pace
         self._bar = None
         self._bar_updated = 0.0
         self._batches_seen = 0
@@ -89,7 +94,9 @@ class Progress(tf_keras.callbacks.Callback):
 
     def estimate_eta(self):
         pace = self.seconds_per_step()
-        return None if pace is None else (self.total_steps - self.global_step) * pace
+        if pace is None:
+            return None
+        return (self.total_steps - self.global_step) * pace + (self._evaluation_seconds or 0.0)
 
     # ---- Keras's hooks ---------------------------------------------------------------------------------------------
 
@@ -135,6 +142,9 @@ class Progress(tf_keras.callbacks.Callback):
         steps = self.global_step - self._epoch_first_step
         self._paces.append((now - self._epoch_started, steps))
         train_seconds = (self._validation_started or now) - self._epoch_started
+        if self._validation_started is not None and self.validation_examples and self.evaluation_examples:
+            validation_rate = self.validation_examples / max(now - self._validation_started, 1e-6)
+            self._evaluation_seconds = self.evaluation_examples / validation_rate
         self.examples_per_second = steps * self.examples_per_step / train_seconds if train_seconds > 0 else None
         self.epoch_logs = {k: float(v) for k, v in (logs or {}).items()}
         self.logs = self.epoch_logs
