@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import TFDS_MANUAL_DIR, splits, train_in_process
-from trainer import backup, config, outputs, train
+from trainer import config, outputs, train
+from trainer.resilience import checkpoints, history, lease, signals
 from trainer.errors import RetryableError, UserError
 
 
@@ -34,7 +35,7 @@ def latest(directory):
 
 def test_an_intact_backup_is_left_as_it_is(tmp_path):
     saved_backup(tmp_path)
-    backup.prepare_restore(str(tmp_path))
+    checkpoints.prepare_restore(str(tmp_path))
     assert latest(tmp_path) == "ckpt-3"
 
 
@@ -46,7 +47,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
         data.unlink()
     else:
         data.write_bytes(data.read_bytes()[:100])
-    backup.prepare_restore(str(tmp_path))
+    checkpoints.prepare_restore(str(tmp_path))
     assert latest(tmp_path) == "ckpt-2"
     assert "cannot be restored" in caplog.text and "resuming from ckpt-2" in caplog.text
 
@@ -56,7 +57,7 @@ def test_an_index_that_names_a_missing_checkpoint_falls_back(tmp_path):
     for name in os.listdir(tmp_path / "chief"):
         if name.startswith("ckpt-3"):
             os.remove(tmp_path / "chief" / name)
-    backup.prepare_restore(str(tmp_path))
+    checkpoints.prepare_restore(str(tmp_path))
     assert latest(tmp_path) == "ckpt-2"
 
 
@@ -66,7 +67,7 @@ def test_a_backup_with_nothing_intact_is_removed_and_the_run_starts_over(tmp_pat
     for name in os.listdir(tmp_path / "chief"):
         if ".data-" in name:
             os.remove(tmp_path / "chief" / name)
-    backup.prepare_restore(str(tmp_path))
+    checkpoints.prepare_restore(str(tmp_path))
     assert not (tmp_path / "chief").exists() and not (tmp_path / "history.json").exists()
     assert "starting over from epoch 1" in caplog.text
 
@@ -74,37 +75,37 @@ def test_a_backup_with_nothing_intact_is_removed_and_the_run_starts_over(tmp_pat
 def test_a_damaged_state_file_is_read_around(tmp_path):
     saved_backup(tmp_path)
     (tmp_path / "chief" / "checkpoint").write_text("this is not a text proto {{{")
-    backup.prepare_restore(str(tmp_path))
+    checkpoints.prepare_restore(str(tmp_path))
     assert latest(tmp_path) == "ckpt-3"
 
 
 def test_a_tombstone_means_a_finished_runs_backup_whose_clean_up_was_cut_short(tmp_path, caplog):
     saved_backup(tmp_path)
-    (tmp_path / backup.TOMBSTONE).write_text("")
-    backup.prepare_restore(str(tmp_path))
+    (tmp_path / checkpoints.TOMBSTONE).write_text("")
+    checkpoints.prepare_restore(str(tmp_path))
     assert not tmp_path.exists() or not os.listdir(tmp_path)
     assert "belongs to a run that finished" in caplog.text
 
 
 def test_discard_leaves_nothing(tmp_path):
     saved_backup(tmp_path / "ckpt")
-    backup.discard(str(tmp_path / "ckpt"))
+    checkpoints.discard(str(tmp_path / "ckpt"))
     assert not (tmp_path / "ckpt").exists()
 
 
 def test_a_second_instance_is_turned_away_while_the_first_holds_the_lease(tmp_path):
-    first = backup.Lease(str(tmp_path), "single").acquire()
+    first = lease.Lease(str(tmp_path), "single").acquire()
     record = json.loads((tmp_path / ".lease-single").read_text())
     assert record["pid"] == os.getpid() and record["expires"] > time.time()
     # Seen from another process on this host (the parent of this one, which is alive):
     (tmp_path / ".lease-single").write_text(json.dumps({**record, "owner": "other", "pid": os.getppid()}))
     with pytest.raises(RetryableError, match="another instance of this job holds the backup"):
-        backup.Lease(str(tmp_path), "single").acquire()
-    backup.Lease(str(tmp_path), "worker-1").acquire().release()  # another task of the same job is welcome
+        lease.Lease(str(tmp_path), "single").acquire()
+    lease.Lease(str(tmp_path), "worker-1").acquire().release()  # another task of the same job is welcome
     first.release()  # not its lease any more: left alone
     assert (tmp_path / ".lease-single").exists()
     (tmp_path / ".lease-single").unlink()
-    backup.Lease(str(tmp_path), "single").acquire().release()  # free again; releasing removes the empty folder
+    lease.Lease(str(tmp_path), "single").acquire().release()  # free again; releasing removes the empty folder
     assert not tmp_path.exists()
 
 
@@ -114,16 +115,16 @@ def test_a_dead_instances_lease_does_not_block_a_rerun(tmp_path):
         (tmp_path / ".lease-single").write_text(json.dumps(record))
     # Another host: free once expired. This host: free at once when its process is gone.
     held_by(owner="x", host="elsewhere", pid=1, expires=0)
-    backup.Lease(str(tmp_path), "single").acquire().release()
+    lease.Lease(str(tmp_path), "single").acquire().release()
     dead = os.fork()
     if dead == 0:
         os._exit(0)
     os.waitpid(dead, 0)
     held_by(owner="y", host=socket.gethostname(), pid=dead, expires=2e9)
-    backup.Lease(str(tmp_path), "single").acquire().release()
+    lease.Lease(str(tmp_path), "single").acquire().release()
     held_by(owner="z", host="elsewhere", pid=1, expires=2e9)
     with pytest.raises(RetryableError, match="expires by"):
-        backup.Lease(str(tmp_path), "single").acquire()
+        lease.Lease(str(tmp_path), "single").acquire()
 
 
 def test_publishing_that_fails_for_now_keeps_the_backup_and_the_rerun_publishes_without_training(
@@ -170,15 +171,13 @@ def test_damaged_data_files_are_a_permanent_error_that_leaves_no_backup_folder(t
 @pytest.fixture
 def sigterm_after_epoch(monkeypatch):
     """SIGTERM, as the signal watcher hands it over, right after the given epoch's end (in-process)."""
-    from trainer import signals
-
-    on_epoch_end, after = backup.EpochHistory.on_epoch_end, []
+    on_epoch_end, after = history.EpochHistory.on_epoch_end, []
 
     def then_signal(self, index, logs=None):
         on_epoch_end(self, index, logs)
         if after and index + 1 == after[-1]:
-            signals.handle(signal.SIGTERM)
-    monkeypatch.setattr(backup.EpochHistory, "on_epoch_end", then_signal)
+            signals.PROCESS.handle(signal.SIGTERM)
+    monkeypatch.setattr(history.EpochHistory, "on_epoch_end", then_signal)
     return after.append
 
 
@@ -188,7 +187,7 @@ def test_sigterm_stops_the_run_with_a_backup_and_a_rerun_resumes_there(fashion, 
     data = splits(fashion, 2000, test_examples=500)
     settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, backup_every_steps=every_steps)
     sigterm_after_epoch(1)  # as the first epoch ends: `fit` stops before the second
-    with pytest.raises(backup.Stopped, match=r"stopped by SIGTERM at epoch 1, step 32 of 32; the backup is saved"):
+    with pytest.raises(checkpoints.Stopped, match=r"stopped by SIGTERM at epoch 1, step 32 of 32; the backup is saved"):
         train_in_process(tmp_path / "out", data, **settings)
     assert not (tmp_path / "out" / "metrics.json").exists()
     sigterm_after_epoch(0)  # no more signals
@@ -202,7 +201,7 @@ def test_a_rerun_after_the_backup_lost_its_data_files_starts_over_and_finishes(f
     data = splits(fashion, 2000, test_examples=500)
     settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, checkpoint_dir=str(tmp_path / "backup"))
     sigterm_after_epoch(2)
-    with pytest.raises(backup.Stopped):
+    with pytest.raises(checkpoints.Stopped):
         train_in_process(tmp_path / "out", data, **settings)
     chief = tmp_path / "backup" / "chief"
     data_files = [name for name in os.listdir(chief) if ".data-" in name]
@@ -219,23 +218,22 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_we
                                                                                       monkeypatch):
     """The stream restarts at the backup's global step with the same batches and the same augmentation draws, so
     a preempted run is not a different run: its weights are bit-identical to those of a run never stopped."""
-    from trainer import signals
     data = splits(fashion, 1000, test_examples=200)
     settings = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, backup_every_steps=5, max_shift=2,
                     horizontal_flip=True)
     uninterrupted = train_in_process(tmp_path / "uninterrupted", data, **settings)
 
-    on_batch_end, calls = backup.Backup.on_train_batch_end, []
+    on_batch_end, calls = checkpoints.Backup.on_train_batch_end, []
 
     def sigterm_at_the_25th_step(self, batch, logs=None):  # epoch 2 of 3, step 9 of 16
         calls.append(batch)
         if len(calls) == 25:
-            signals.handle(signal.SIGTERM)
+            signals.PROCESS.handle(signal.SIGTERM)
         on_batch_end(self, batch, logs)
-    monkeypatch.setattr(backup.Backup, "on_train_batch_end", sigterm_at_the_25th_step)
-    with pytest.raises(backup.Stopped, match="at epoch 2, step 9 of 16"):
+    monkeypatch.setattr(checkpoints.Backup, "on_train_batch_end", sigterm_at_the_25th_step)
+    with pytest.raises(checkpoints.Stopped, match="at epoch 2, step 9 of 16"):
         train_in_process(tmp_path / "resumed", data, **settings)
-    monkeypatch.setattr(backup.Backup, "on_train_batch_end", on_batch_end)
+    monkeypatch.setattr(checkpoints.Backup, "on_train_batch_end", on_batch_end)
     resumed = train_in_process(tmp_path / "resumed", data, **settings)
 
     assert (resumed["resumed_from_epoch"], resumed["resumed_from_step"]) == (1, 9)
@@ -245,11 +243,11 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_we
 
 def test_the_stream_starts_where_keras_continues(tmp_path):
     """resume_step reads the backup's saved (epoch, batch) with Keras's rule: the step after the one saved."""
-    assert backup.resume_step(str(tmp_path), steps_per_epoch=16) == 0  # no backup: from the start
+    assert checkpoints.resume_step(str(tmp_path), steps_per_epoch=16) == 0  # no backup: from the start
     epoch, batch = tf.Variable(1, dtype=tf.int64), tf.Variable(8, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(ckpt_saved_epoch=epoch, ckpt_saved_batch=batch)
     tf.train.CheckpointManager(checkpoint, f"{tmp_path}/chief", max_to_keep=1).save()
-    assert backup.resume_step(str(tmp_path), steps_per_epoch=16) == 16 + 9
+    assert checkpoints.resume_step(str(tmp_path), steps_per_epoch=16) == 16 + 9
     batch.assign(15)  # the last step of epoch 2: the next epoch's first step
     tf.train.CheckpointManager(checkpoint, f"{tmp_path}/chief", max_to_keep=1).save()
-    assert backup.resume_step(str(tmp_path), steps_per_epoch=16) == 32
+    assert checkpoints.resume_step(str(tmp_path), steps_per_epoch=16) == 32

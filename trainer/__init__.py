@@ -1,7 +1,9 @@
 """fmnist-trainer: a Fashion-MNIST batch training job for laptops, containers, Kubernetes and Vertex AI.
 
 The pipeline reads top-down through the modules: flags -> config -> data -> models/recipes -> distribution ->
-train -> evaluate -> export -> outputs. Entry point: `python -m trainer.task` (console script `fmnist-train`).
+train -> evaluate -> export -> outputs; fault handling (the backup, its lease, SIGTERM, a lost worker) is the
+sub-package `trainer.resilience`, which train enters once. Entry point: `python -m trainer.task` (console script
+`fmnist-train`).
 """
 
 import os

@@ -10,7 +10,8 @@ import sys
 from absl import app, flags, logging
 
 import trainer  # noqa: F401  (selects tf-keras before TensorFlow loads)
-from trainer import config, errors, flags as trainer_flags, logs, signals
+from trainer import config, errors, flags as trainer_flags, logs
+from trainer.resilience import signals
 from trainer.errors import RetryableError, UserError
 
 FLAGS = flags.FLAGS
@@ -33,16 +34,8 @@ def main(argv):
         train.run(cfg)
     except UserError as error:
         _fail(str(error))
-    except RetryableError as error:
+    except RetryableError as error:  # also a lost peer worker (trainer.resilience.guard)
         _fail(str(error), errors.RETRY)
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
-        # A peer worker died (preempted, evicted, crashed): every worker's collectives abort. A rerun of every
-        # worker resumes from the last backup, so say that rather than dump a stack of collective-op frames.
-        lines = str(error).strip().splitlines()
-        first_line = lines[-3 if len(lines) > 2 else 0][:300]
-        _fail(f"lost contact with another worker ({type(error).__name__}: {first_line}). "
-              f"The job stopped; rerun every worker with the same flags to resume from the last backup in "
-              f"{cfg.job.checkpoint_dir}.", errors.RETRY)
 
 
 def _fail(message, status=errors.PERMANENT):
@@ -70,7 +63,7 @@ def parse_flags(argv):
 
 def run():
     """Console-script entry point."""
-    signals.watch()  # before TensorFlow starts any thread
+    signals.PROCESS.watch()  # before TensorFlow starts any thread
     app.run(main, flags_parser=parse_flags)
 
 

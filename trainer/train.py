@@ -21,8 +21,9 @@ import tf_keras
 from absl import logging
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from trainer import (backup, data, distribution, evaluate, export, models, monitoring, optimization, outputs,
-                     precision, scores, signals)
+from trainer import (data, distribution, evaluate, export, models, monitoring, optimization, outputs, precision,
+                     scores)
+from trainer.resilience import checkpoints, guard
 from trainer.errors import UserError
 
 
@@ -40,13 +41,8 @@ def run(cfg, splits=None, strategy=None):
     if finished:
         return finished
     configure_threads(recipe, multi_process=multi_worker)
-    if strategy is None:
-        strategy = distribution.get_strategy(job.strategy, tf_config)
-        signals.reinstall()
-    backup.check_location(job.checkpoint_dir)
-    lease = backup.Lease(job.checkpoint_dir, distribution.task_name(tf_config)).acquire()
-    try:
-        backup.prepare_restore(job.checkpoint_dir)
+    with guard.RunGuard(job, tf_config, strategy=strategy) as run_guard:
+        strategy = run_guard.strategy
         logging.info("Output in %s; preemption backup in %s; TensorBoard logs in %s.", output.url,
                      job.checkpoint_dir, job.tensorboard_dir or output.child("logs"))
 
@@ -56,14 +52,13 @@ def run(cfg, splits=None, strategy=None):
         data_seconds = time.perf_counter() - started
 
         tf_keras.utils.set_random_seed(job.seed)  # the initial weights follow; the stream is keyed by its own seed
-        start_step = backup.resume_step(job.checkpoint_dir, data.steps_per_epoch(len(splits.train[1]),
-                                                                                  recipe.batch_size))
+        start_step = run_guard.resume_step(data.steps_per_epoch(len(splits.train[1]), recipe.batch_size))
         train, validation = datasets(cfg, splits, start_step)
         model, policy = build_model(cfg, strategy, len(splits.train[1]))
         staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
         history, train_seconds = fit(cfg, model, splits, train, validation,
                                      log_dir=tensorboard_dir(job, output, chief, staging), chief=chief,
-                                     multi_worker=multi_worker, start_step=start_step)
+                                     run_guard=run_guard, start_step=start_step)
 
         trained = plain_copy(job.model, model)
         test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
@@ -72,7 +67,7 @@ def run(cfg, splits=None, strategy=None):
         if chief:
             monitoring.hparams.write_results(tensorboard_dir(job, output, chief, staging), metrics)
             outputs.publish_or_retry(output, staging, metrics)
-            backup.discard(job.checkpoint_dir)  # only now: until the result is published, a rerun resumes
+            run_guard.discard()  # only now: until the result is published, a rerun resumes
             logging.info("Test accuracy %.4f, loss %.4f; results in %s", metrics["test_accuracy"],
                          metrics["test_loss"], output.url)
         else:
@@ -80,8 +75,6 @@ def run(cfg, splits=None, strategy=None):
             logging.info("This worker is done (weights sha256 %s); the chief publishes the results.",
                          metrics["weights_sha256"])
         return metrics
-    finally:
-        lease.release()
 
 
 def check_outputs(cfg, chief):
@@ -99,13 +92,13 @@ def check_outputs(cfg, chief):
             if finished.get("flags") == cfg.flags:
                 logging.info("%s already holds the finished result of this command: nothing to do.", output.url)
                 if chief:
-                    backup.discard(job.checkpoint_dir)  # a clean-up that was cut short
+                    checkpoints.discard(job.checkpoint_dir)  # a clean-up that was cut short
                 return output, finished
             raise UserError(f"{job.output_dir} already holds a finished run of other settings (metrics.json): "
                             "pass --overwrite to replace it, or choose another --output_dir.")
         if chief:
             output.unmark_finished()
-            backup.discard(job.checkpoint_dir)  # the replaced run's backup is not this run's
+            checkpoints.discard(job.checkpoint_dir)  # the replaced run's backup is not this run's
     return output, None
 
 
@@ -174,12 +167,12 @@ def datasets(cfg, splits, start_step=0):
     return train, validation
 
 
-def fit(cfg, model, splits, train, validation, log_dir, chief, multi_worker=False, start_step=0):
-    """`model.fit` with the backup, TensorBoard and (if asked) early stopping; returns (history, seconds)."""
+def fit(cfg, model, splits, train, validation, log_dir, chief, run_guard, start_step=0):
+    """`model.fit` with the backup (`run_guard`'s callbacks), TensorBoard and (if asked) early stopping; returns
+    (history, seconds)."""
     job, recipe = cfg.job, cfg.recipe
     steps = data.steps_per_epoch(len(splits.train[1]), recipe.batch_size)
-    backup_callbacks, history = backup.callbacks(job.checkpoint_dir, chief, job.backup_every_steps, steps,
-                                                 recipe.steps_per_execution, multi_worker, start_step)
+    backup_callbacks, history = run_guard.callbacks(chief, steps, recipe.steps_per_execution, start_step)
     callbacks = [*backup_callbacks, tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
                                                                     profile_batch=0)]
     if early_stopping(cfg, splits):

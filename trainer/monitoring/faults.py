@@ -13,8 +13,9 @@ import time
 
 import tensorflow as tf
 
+from trainer.resilience.checkpoints import CHECKPOINTS
+
 CHECK_SECONDS = 10.0
-CHECKPOINTS = "chief"  # backup.CHECKPOINTS: Keras's own folder name for the backup's checkpoints
 
 
 class FaultRecord:

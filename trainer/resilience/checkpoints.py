@@ -1,0 +1,241 @@
+"""The preemption backup: Keras's `BackupAndRestore` state in --checkpoint_dir, checked before it is trusted.
+
+- Stopped politely (SIGTERM, SIGINT): `Backup` saves the training state of the step in progress and stops `fit`.
+- Killed: a rerun restores the newest backup and resumes there (`resume_step` says where the stream starts).
+- Damaged (files lost or truncated, an index naming a missing checkpoint, an unreadable history): `prepare_restore`
+  leaves only the newest intact checkpoint, or none, with one WARNING that says why.
+- After the result is published (never before), `discard` deletes the backup behind a tombstone, so that a
+  clean-up cut short is finished by the next run instead of being trusted.
+"""
+
+import os
+import signal
+import uuid
+
+import tensorflow as tf
+import tf_keras
+from absl import logging
+
+from trainer.errors import RETRY, RetryableError, UserError
+from trainer.resilience.files import remove, remove_if_empty
+from trainer.resilience.history import HISTORY_FILE
+from trainer.resilience.signals import PROCESS, Training
+
+TOMBSTONE = "DISCARDING"     # written before a finished run's backup is deleted: what is left is not to be trusted
+CHECKPOINTS = "chief"        # the folder Keras's BackupAndRestore keeps its checkpoints in
+
+
+class Stopped(RetryableError):
+    """SIGTERM or SIGINT ended the run; a rerun of the same command resumes from the backup."""
+
+
+def check_location(path):
+    """The backup is written through TensorFlow's file systems: prove they can write there before training.
+
+    The probe goes into the folder if it exists, else into its nearest existing parent, so that a run stopped
+    before its first backup leaves no empty folder behind (and workers probing at once do not race on one).
+    """
+    directory = path.rstrip("/")
+    if not directory.startswith("gs://"):
+        while directory and not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+            directory = os.path.dirname(directory)
+    probe = f"{directory}/.write-test-{uuid.uuid4().hex}"
+    try:
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as error:
+        hint = (" TensorFlow's gs:// ignores STORAGE_EMULATOR_HOST: with an emulator, pass a local --checkpoint_dir."
+                if path.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST") else "")
+        raise UserError(f"cannot write the preemption backup to --checkpoint_dir={path} "
+                        f"({type(error).__name__}); choose a writable folder or gs:// prefix.{hint}") from None
+
+
+# ---- restoring ---------------------------------------------------------------------------------------------------
+
+def prepare_restore(checkpoint_dir):
+    """Leaves in `checkpoint_dir` only a backup that restores: the newest intact checkpoint, or none.
+
+    Every worker runs this on the same shared folder and reaches the same verdict; its changes are idempotent.
+    """
+    directory = checkpoint_dir.rstrip("/")
+    checkpoints = f"{directory}/{CHECKPOINTS}"
+    if tf.io.gfile.exists(f"{directory}/{TOMBSTONE}"):
+        logging.warning("The backup in %s belongs to a run that finished (its clean-up was cut short): "
+                        "discarding it and starting over.", checkpoint_dir)
+        discard(checkpoint_dir)
+        return
+    if not tf.io.gfile.isdir(checkpoints):
+        return
+    try:
+        state = tf.train.get_checkpoint_state(checkpoints)
+        listed = list(state.all_model_checkpoint_paths) if state else []
+    except Exception as error:  # a damaged state file: a text proto that no longer parses
+        listed, state = [], None
+        logging.debug("unreadable checkpoint state in %s: %s", checkpoints, error)
+    on_disk = sorted({name.split(".")[0] for name in tf.io.gfile.listdir(checkpoints) if name.startswith("ckpt-")},
+                     key=lambda name: int(name.split("-")[1]) if name.split("-")[1].isdigit() else -1)
+    candidates = list(dict.fromkeys([*reversed(listed), *(f"{checkpoints}/{n}" for n in reversed(on_disk))]))
+    if not candidates:
+        return
+    newest_problem = None
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if state is None or path != state.model_checkpoint_path:
+                logging.warning("The newest backup in %s cannot be restored (%s): resuming from %s instead.",
+                                checkpoints, newest_problem or "its index is damaged", os.path.basename(path))
+                tf.compat.v1.train.update_checkpoint_state(checkpoints, path, all_model_checkpoint_paths=[path])
+            return
+        newest_problem = newest_problem or problem
+    logging.warning("The backup in %s cannot be restored (%s): starting over from epoch 1.", checkpoints,
+                    newest_problem)
+    remove(checkpoints)
+    remove(f"{directory}/{HISTORY_FILE}")
+
+
+def resume_step(checkpoint_dir, steps_per_epoch):
+    """The global step a run restored from `checkpoint_dir` continues at (0 without a backup).
+
+    Read before `fit`, so that the training stream can start there (data.train_dataset); the rule is Keras's
+    (`maybe_load_initial_counters_from_ckpt`, step-granular saves), and EpochHistory checks that Keras agrees.
+    """
+    latest = tf.train.latest_checkpoint(f"{checkpoint_dir.rstrip('/')}/{CHECKPOINTS}")
+    if latest is None:
+        return 0
+    reader = tf.train.load_checkpoint(latest)
+    epoch, batch = (int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                    for name in ("ckpt_saved_epoch", "ckpt_saved_batch"))
+    if epoch < 0 or batch < 0:
+        return 0
+    return epoch * steps_per_epoch + batch + 1
+
+
+def checkpoint_problem(path):
+    """None when every tensor of the checkpoint at `path` reads back, else what is wrong with it."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+        return None
+    except Exception as error:  # NotFound, DataLoss, OutOfRange...: every way a checkpoint can be damaged
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+
+
+def discard(checkpoint_dir):
+    """Deletes a finished run's backup: the tombstone first, so that a deletion cut short is never trusted."""
+    directory = checkpoint_dir.rstrip("/")
+    if not tf.io.gfile.isdir(directory):
+        return
+    with tf.io.gfile.GFile(f"{directory}/{TOMBSTONE}", "w") as f:
+        f.write("this backup belongs to a finished run\n")
+    for name in tf.io.gfile.listdir(directory):
+        name = name.rstrip("/")
+        if name != TOMBSTONE and not name.startswith(".lease"):
+            remove(f"{directory}/{name}")
+    remove(f"{directory}/{TOMBSTONE}")
+    remove_if_empty(directory)
+
+
+# ---- saving ------------------------------------------------------------------------------------------------------
+
+class Backup(tf_keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` once per epoch, or every N steps, that also saves the step in progress when SIGTERM or
+    SIGINT arrives, then stops the run.
+
+    It always saves with step granularity (so that Keras resumes mid-epoch), records the step it saves (Keras
+    would record the first step of an execution, and assigns a TF variable at every step to do so: 40% of an MLP
+    step at batch 32), uses no per-step hook unless the backups are more frequent than the epochs (a stop request
+    then ends `fit` through `stop_training`, and the step reached is read off Keras's step counter), and keeps the
+    backup after `fit` (the run discards it once the result is published). Under many workers a save is a
+    collective: a worker that receives a signal alone cannot save, so it stops at once and the others follow when
+    they lose it; on Google Cloud, tf-keras's `save_before_preemption` coordinates a save on all workers instead
+    (docs/distributed.md). `signals` is the process's StopSignals.
+    """
+
+    def __init__(self, backup_dir, every_steps, steps_per_epoch, steps_per_execution, multi_worker,
+                 signals=PROCESS):
+        executions_per_epoch = -(-steps_per_epoch // steps_per_execution)  # Keras calls back once per execution
+        save_freq = executions_per_epoch if every_steps is None else max(1, every_steps // steps_per_execution)
+        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False,
+                         save_before_preemption=multi_worker)
+        self.every_step_saves = save_freq < executions_per_epoch
+        self.steps_per_epoch = steps_per_epoch
+        self.multi_worker = multi_worker
+        self.signals = signals
+        self._previous_handlers = {}
+
+    def _implements_train_batch_hooks(self):
+        return self.every_step_saves
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        handler = getattr(self.model, "_preemption_handler", None)
+        if handler is not None:  # tf-keras enabled save_before_preemption (on Google Cloud): exit as "retry me"
+            handler._exit_fn = lambda: os._exit(RETRY)
+        if not self.signals.watching:  # called in-process (tests): plain handlers in the main thread
+            self._previous_handlers = self.signals.install_handlers()
+        self.signals.start_training(Training(self._request_stop, alone=not self.multi_worker,
+                                             where=f"the last backup in {self.backup_dir}"))
+
+    def _request_stop(self):
+        self.model.stop_training = True  # `fit` ends after the step in progress
+
+    @property
+    def _requested(self):
+        return self.signals.requested
+
+    def on_train_end(self, logs=None):
+        if self._requested is not None:  # the request ended `fit` between two epochs
+            self._stop_where_training_is(self._current_epoch)
+        self._end()
+        super().on_train_end(logs)
+
+    def _end(self):
+        self.signals.end_training()
+        for signum, previous in self._previous_handlers.items():
+            signal.signal(signum, previous)
+        self._previous_handlers = {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Nothing: `_backup` records the step it saves."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        if self._requested is not None:
+            self._stop(self._current_epoch, batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._requested is not None:  # `fit` left the epoch early, or the request came during its end
+            self._stop_where_training_is(epoch)
+        if not self.every_step_saves:
+            self._backup(epoch, self.steps_per_epoch - 1)
+
+    def _stop_where_training_is(self, epoch):
+        """Stops at the step Keras's step counter has reached in `epoch` (the counter is part of the backup)."""
+        steps = self.steps_per_epoch
+        done = int(self.model._train_counter.numpy()) - epoch * steps
+        if done >= steps:
+            self._stop(epoch, steps - 1)
+        if done > 0:
+            self._stop(epoch, done - 1)
+        if epoch > 0:
+            self._stop(epoch - 1, steps - 1)
+        self._stop(None, None)
+
+    def _backup(self, epoch, batch=0):
+        self._training_state._ckpt_saved_epoch.assign(epoch)
+        self._training_state._ckpt_saved_batch.assign(batch)
+        super()._backup(epoch, batch)
+
+    def _stop(self, epoch, step):
+        """Saves the training state at (epoch, step) (0-based; None: nothing done yet) and stops the run."""
+        name = signal.Signals(self._requested).name
+        if epoch is not None:
+            self._backup(epoch, step)
+        self._end()
+        where = (f"epoch {epoch + 1}, step {step + 1} of {self.steps_per_epoch}" if epoch is not None
+                 else "before its first step")
+        logging.info("Stopped by %s: saved the backup at %s in %s.", name, where, self.backup_dir)
+        raise Stopped(f"stopped by {name} at {where}; the backup is saved in {self.backup_dir}: rerun the same "
+                      "command to resume.")

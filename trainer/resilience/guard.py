@@ -1,0 +1,90 @@
+"""One run's fault handling, entered once: `with guard.RunGuard(job, tf_config) as run_guard: ...` in train.run.
+
+Entering it creates the strategy (unless given one) and puts the process's signal handlers back over the ones a
+multi-worker runtime installs, proves the backup location writable, takes the lease on the backup folder and
+repairs or discards a damaged backup. Inside, it hands out where the training stream starts and the callbacks
+that save and stop; after publishing, it discards the backup. Leaving it releases the lease, and turns a lost peer
+worker's collective abort into the contract's "retry me" with one line.
+"""
+
+import tensorflow as tf
+
+from trainer import distribution
+from trainer.errors import RetryableError
+from trainer.resilience import checkpoints
+from trainer.resilience.history import HISTORY_FILE, EpochHistory
+from trainer.resilience.lease import Lease
+from trainer.resilience.signals import PROCESS
+
+# What every worker's collectives raise when a peer dies (preempted, evicted, crashed).
+LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
+
+
+class RunGuard:
+    """The fault handling of one training run (`job`: a config.Job; `tf_config`: the cluster, {} for none).
+
+    `strategy`: a strategy to use instead of the one --strategy chooses (tests and scripts); `signals`: the
+    process's StopSignals.
+    """
+
+    def __init__(self, job, tf_config, strategy=None, signals=PROCESS):
+        self.job, self.tf_config, self.strategy, self.signals = job, tf_config, strategy, signals
+        self.checkpoint_dir = job.checkpoint_dir
+        self.multi_worker = distribution.cluster_size(tf_config) > 1
+        self.lease = None
+
+    def __enter__(self):
+        if self.strategy is None:
+            try:
+                self.strategy = distribution.get_strategy(self.job.strategy, self.tf_config)
+            except LOST_PEER_ERRORS as error:
+                raise lost_contact(error, self.checkpoint_dir) from None
+            self.signals.reinstall()
+        checkpoints.check_location(self.checkpoint_dir)
+        self.lease = Lease(self.checkpoint_dir, distribution.task_name(self.tf_config)).acquire()
+        self.signals.before_exit(self.lease.release)
+        try:
+            checkpoints.prepare_restore(self.checkpoint_dir)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, error_type, error, traceback):
+        self._release()
+        if isinstance(error, LOST_PEER_ERRORS):
+            raise lost_contact(error, self.checkpoint_dir) from None
+        return False
+
+    def _release(self):
+        self.signals.forget(self.lease.release)
+        self.lease.release()
+
+    def resume_step(self, steps_per_epoch):
+        """The global step the training stream starts at: 0, or the step after the backup's."""
+        return checkpoints.resume_step(self.checkpoint_dir, steps_per_epoch)
+
+    def callbacks(self, chief, steps_per_epoch, steps_per_execution, start_step=0):
+        """Keras's backup of the training state (saving on SIGTERM/SIGINT too) and the history that goes with it;
+        returns (callbacks, history). `start_step`: where the training stream starts (Keras must continue there
+        too)."""
+        history = EpochHistory(f"{self.checkpoint_dir.rstrip('/')}/{HISTORY_FILE}", write=chief,
+                               steps_per_epoch=steps_per_epoch, start_step=start_step)
+        backup = checkpoints.Backup(self.checkpoint_dir, every_steps=self.job.backup_every_steps,
+                                    steps_per_epoch=steps_per_epoch, steps_per_execution=steps_per_execution,
+                                    multi_worker=self.multi_worker, signals=self.signals)
+        return [backup, history], history
+
+    def discard(self):
+        """Deletes the backup: only once the result is published (until then, a rerun resumes from it)."""
+        checkpoints.discard(self.checkpoint_dir)
+
+
+def lost_contact(error, checkpoint_dir):
+    """A peer worker died: every worker's collectives abort. A rerun of every worker resumes from the last backup,
+    so say that rather than dump a stack of collective-op frames."""
+    lines = str(error).strip().splitlines()
+    first_line = lines[-3 if len(lines) > 2 else 0][:300]
+    return RetryableError(f"lost contact with another worker ({type(error).__name__}: {first_line}). The job "
+                          f"stopped; rerun every worker with the same flags to resume from the last backup in "
+                          f"{checkpoint_dir}.")

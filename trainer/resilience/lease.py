@@ -1,0 +1,92 @@
+"""One instance at a time: a lease in the backup folder turns a second instance of the same job away.
+
+Two instances of one job at once (a duplicate pod, a rerun while the old process still finishes) would write one
+backup. Each task holds its own lease, renewed while it runs; a dead instance's lease expires.
+"""
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+import tensorflow as tf
+from absl import logging
+
+from trainer.errors import RetryableError
+from trainer.resilience.files import remove_if_empty, write_json
+
+LEASE_SECONDS = 30.0         # a lease not renewed for this long belongs to a dead instance
+LEASE_RENEW_SECONDS = 10.0
+
+
+class Lease:
+    """This instance's claim on the backup folder, renewed while it runs.
+
+    `name` tells the tasks of one job apart (each worker holds its own). On the same host, a lease whose process
+    is gone is free at once; elsewhere it expires LEASE_SECONDS after its last renewal.
+    """
+
+    def __init__(self, checkpoint_dir, name):
+        self.path = f"{checkpoint_dir.rstrip('/')}/.lease-{name}"
+        self.record = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
+        self._stop = threading.Event()
+        self._thread = None
+
+    def acquire(self):
+        held = self._read()
+        if held and held.get("owner") != self.record["owner"] and self._alive(held):
+            raise RetryableError(
+                f"another instance of this job holds the backup in {os.path.dirname(self.path)} (host "
+                f"{held.get('host')}, pid {held.get('pid')}): a duplicate pod, or a rerun started before the old "
+                f"run ended. Retry once it has stopped; if it died, its lease expires by "
+                f"{time.strftime('%H:%M:%S UTC', time.gmtime(held.get('expires', 0)))}.")
+        try:
+            self._write()
+        except tf.errors.OpError as error:
+            raise RetryableError(f"cannot write the lease on the backup in {os.path.dirname(self.path)} "
+                                 f"({type(error).__name__}): retry.") from None
+        if (self._read() or {}).get("owner") != self.record["owner"]:  # another instance wrote at the same moment
+            raise RetryableError(f"another instance of this job claimed the backup in "
+                                 f"{os.path.dirname(self.path)} at the same moment: retry.")
+        self._thread = threading.Thread(target=self._renew, name="backup-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def release(self):
+        self._stop.set()
+        try:
+            if (self._read() or {}).get("owner") == self.record["owner"]:
+                tf.io.gfile.remove(self.path)
+            remove_if_empty(os.path.dirname(self.path))
+        except tf.errors.OpError:
+            pass
+
+    def _alive(self, held):
+        if held.get("host") == self.record["host"]:
+            try:
+                os.kill(int(held.get("pid")), 0)
+            except (ProcessLookupError, ValueError, TypeError):
+                return False
+            except PermissionError:
+                return True
+            return held.get("pid") != self.record["pid"]  # this process's own old lease: a run that crashed
+        return held.get("expires", 0) > time.time()
+
+    def _read(self):
+        try:
+            with tf.io.gfile.GFile(self.path) as f:
+                return json.load(f)
+        except (tf.errors.OpError, ValueError):
+            return None
+
+    def _write(self):
+        write_json(self.path, {**self.record, "expires": time.time() + LEASE_SECONDS})
+
+    def _renew(self):
+        while not self._stop.wait(LEASE_RENEW_SECONDS):
+            try:
+                self._write()
+            except tf.errors.OpError as error:
+                logging.warning("Could not renew the lease on %s: %s", self.path, type(error).__name__)
