@@ -5,6 +5,7 @@ training process, scraped while it trains."""
 import datetime
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -305,3 +306,17 @@ def test_a_scrape_mid_run_parses_and_its_step_counter_moves_on(prepared_data, tm
     assert [row["val_accuracy"] for row in metrics["history"]][-1] == metrics["validation_accuracy"]
     text = log.read_text()
     assert len(re.findall(r"epoch \d/3: ", text)) == 3 and not re.search(r"[\r\x08\x1b]", text)
+
+
+def test_the_backups_age_comes_from_the_newest_checkpoint_until_the_backup_side_tells(tmp_path, monkeypatch):
+    from trainer.monitoring import faults
+    record = faults.FaultRecord(str(tmp_path), resumed=True)
+    assert record.restarts == 1 and record.seconds_since_backup() is None  # no backup yet
+    (tmp_path / "chief").mkdir()
+    checkpoint = tmp_path / "chief" / "ckpt-1.index"
+    checkpoint.write_text("")
+    os.utime(checkpoint, (time.time() - 30, time.time() - 30))
+    assert 29 <= record.seconds_since_backup() <= 40  # found at the next look, not after a cache expires
+    record.backup_saved(time.time() - 2)
+    record.record_restarts(3)
+    assert 1.5 <= record.seconds_since_backup() <= 5 and record.restarts == 3

@@ -5,8 +5,9 @@ can on its own.
 - `restarts`: how many times this job was restarted from a backup. Fed by `record_restarts(n)` (the goodput
   record knows every restart); unfed, 1 when this process resumed from a backup, else 0 (a lower bound).
 - `seconds_since_backup()`: fed by `backup_saved()` after every save; unfed, the age of the newest file of the
-  backup's checkpoints (Keras's BackupAndRestore writes them into <checkpoint_dir>/chief), read at most every
-  CHECK_SECONDS so that a scrape every few seconds does not list a Cloud Storage folder each time.
+  backup's checkpoints (Keras's BackupAndRestore writes them into <checkpoint_dir>/chief), looked up again at most
+  every CHECK_SECONDS once found, so that a scraper polling every second does not list a Cloud Storage folder
+  each time.
 """
 
 import time
@@ -15,7 +16,7 @@ import tensorflow as tf
 
 from trainer.resilience.checkpoints import CHECKPOINTS
 
-CHECK_SECONDS = 10.0
+CHECK_SECONDS = 5.0
 
 
 class FaultRecord:
@@ -40,7 +41,7 @@ class FaultRecord:
         if self._fed_backups:
             return self._backup_time
         now = time.monotonic()
-        if self._checked is None or now - self._checked >= CHECK_SECONDS:
+        if self._found is None or now - self._checked >= CHECK_SECONDS:  # none yet: look at every scrape
             self._checked, self._found = now, self._newest_checkpoint_mtime()
         return self._found
 
