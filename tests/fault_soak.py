@@ -56,14 +56,20 @@ def phase_of(log):
     """Where a run was, from its log so far."""
     if "Test accuracy" in log or "This worker is done" in log:
         return "after publishing"
-    epochs = re.findall(r"^Epoch (\d+)/(\d+)", log, re.M)
-    if not epochs:
+    started = re.findall(r"training epochs (\d+)-(\d+) ", log)  # the trainer's progress (trainer/monitoring)
+    if not started:
         return "start-up"
-    done, total = int(epochs[-1][0]), int(epochs[-1][1])
-    finished_epochs = len(re.findall(r"^\d+/\d+ - ", log, re.M))
-    if finished_epochs >= total:
+    first, total = int(started[-1][0]), int(started[-1][1])
+    finished = [int(done) for done in re.findall(r"epoch (\d+)/\d+: ", log)]
+    if finished and finished[-1] >= total:
         return "evaluation/export/publishing"
-    return f"training, epoch {done}"
+    return f"training, epoch {finished[-1] + 1 if finished else first}"
+
+
+def epoch_begins(epoch, epochs):
+    """A pattern of the log line after which `epoch` (1-based) is being trained: the previous epoch's line, or
+    the start line of a run that begins (or resumes) with it."""
+    return rf"epoch {epoch - 1}/{epochs}: |training epochs {epoch}-"
 
 
 def resumed_at(log):
@@ -159,10 +165,10 @@ class Soak:
             time.sleep(self.rng.uniform(0.3, 4.0))
         elif target == "training":
             epoch = self.rng.randint(1, epochs)
-            self.wait_for(process, log, rf"^Epoch {epoch}/{epochs}$|Test accuracy")
+            self.wait_for(process, log, epoch_begins(epoch, epochs) + "|Test accuracy")
             time.sleep(self.rng.uniform(0.0, 0.8))
         else:  # after the last epoch's line: evaluation, export, publishing
-            self.wait_for(process, log, rf"^Epoch {epochs}/{epochs}$.*?^\d+/\d+ - ")
+            self.wait_for(process, log, rf"epoch {epochs}/{epochs}: ")
             time.sleep(self.rng.uniform(0.0, 1.5))
         if process.poll() is not None:
             return "(had already exited)"
@@ -229,7 +235,8 @@ class Soak:
             if kills % 2:  # start-up (the workers waiting for each other), or training
                 time.sleep(self.rng.uniform(1.0, 6.0))
             else:
-                self.wait_for(workers[victim], logs[victim], rf"^Epoch {self.rng.randint(1, args.epochs)}/")
+                self.wait_for(workers[victim], logs[victim],
+                              epoch_begins(self.rng.randint(1, args.epochs), args.epochs))
                 time.sleep(self.rng.uniform(0.0, 1.0))
             where = phase_of(logs[victim].read_text()) if workers[victim].poll() is None else "(had exited)"
             if workers[victim].poll() is None:

@@ -31,7 +31,7 @@ def test_sigterm_saves_the_step_in_progress_and_the_rerun_continues_mid_epoch(pr
     args = (*RUN, f"--output_dir={out}", *data_flags())
     log = tmp_path / "first.log"
     first = start_trainer(*args, log_path=log)
-    wait_for_line(log, "Epoch 2/25", first)
+    wait_for_line(log, "epoch 1/25: ", first)  # epoch 2 is being trained
 
     # A second instance of the same job (a duplicate pod, an early rerun) is turned away while the first runs.
     second = run_trainer(*args)

@@ -176,14 +176,15 @@ def test_multi_worker_jobset_restarts_its_workers_together(rendered):
                        "publishNotReadyAddresses": True}
     assert "subdomain" not in pod  # JobSet sets it
     port = int(env["TF_CONFIG_PORT"]["value"])
-    assert [p["containerPort"] for p in c["ports"]] == [port]
+    assert [p["containerPort"] for p in c["ports"] if p["name"] != "metrics"] == [port]
     assert (env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
             == "metadata.annotations['batch.kubernetes.io/job-completion-index']")
     assert env["JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['job-name']"
     assert c["command"] == ["python3", "k8s/tf_config.py", "fmnist-train"]
     # Workers may reach each other's port, and only that.
     labels = job["spec"]["template"]["metadata"]["labels"]
-    allow = [d for d in docs if d["kind"] == "NetworkPolicy" and d["spec"].get("ingress")]
+    allow = [d for d in docs if d["kind"] == "NetworkPolicy" and d["spec"].get("ingress")
+             and d["metadata"]["name"] != "fmnist-trainer-allow-metrics"]  # Prometheus's: test_monitoring_launch
     assert len(allow) == 1
     assert allow[0]["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     assert [p["port"] for rule in allow[0]["spec"]["ingress"] for p in rule["ports"]] == [port]

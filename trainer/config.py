@@ -57,6 +57,11 @@ class Job:
         600.0, "Many workers: seconds to wait for every peer at start-up (pods being scheduled, images pulling), "
                "with a line every 30 s naming who is missing; then exit 75 (retry me). 0: wait forever.",
         check=lambda v: v >= 0, message="--cluster_timeout must be 0 (wait forever) or a number of seconds, e.g. 600.")
+    metrics_port: Optional[int] = setting(
+        None, "Serve the training's progress as Prometheus metrics on this port (/metrics: step, epoch, examples/s, "
+              "loss, val_accuracy, ETA, restarts, seconds since the last backup) while it trains. Unset: off.",
+        check=lambda v: 0 < v < 65536, message="--metrics_port must be a TCP port from 1 to 65535, e.g. "
+                                               "--metrics_port=8000.")
     data_dir: Optional[str] = setting(
         None, "TFDS data directory (unset: TFDS's own, ~/tensorflow_datasets).",
         check=_well_formed_location, message=_location_message("data_dir"))

@@ -21,7 +21,8 @@ import tf_keras
 from absl import logging
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from trainer import data, distribution, evaluate, export, models, optimization, outputs, precision, scores, tuning
+from trainer import (data, distribution, evaluate, export, models, monitoring, optimization, outputs, precision,
+                     scores)
 from trainer.resilience import checkpoints, guard
 from trainer.errors import UserError
 
@@ -65,11 +66,11 @@ def run(cfg, splits=None, strategy=None):
                              data_seconds=data_seconds, train_seconds=train_seconds, output=output,
                              goodput=run_guard.goodput.summary(int(model._train_counter.numpy())))
         if chief:
+            monitoring.hparams.write_results(tensorboard_dir(job, output, chief, staging), metrics)
             outputs.publish_or_retry(output, staging, metrics)
             run_guard.discard()  # only now: until the result is published, a rerun resumes
             logging.info("Test accuracy %.4f, loss %.4f; results in %s", metrics["test_accuracy"],
                          metrics["test_loss"], output.url)
-            tuning.report(metrics)
         else:
             shutil.rmtree(staging, ignore_errors=True)
             logging.info("This worker is done (weights sha256 %s); the chief publishes the results.",
@@ -177,11 +178,19 @@ def fit(cfg, model, splits, train, validation, log_dir, chief, run_guard, start_
         others.append(tf_keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=job.early_stopping_patience, restore_best_weights=True, verbose=1))
     callbacks, history = run_guard.callbacks(chief, steps, recipe.steps_per_execution, start_step, others)
+    fault_record = monitoring.faults.FaultRecord(job.checkpoint_dir, resumed=start_step > 0)
+    fault_record.record_restarts(run_guard.goodput.restarts_before() + int(start_step > 0))
+    fault_record.watch(run_guard.backup)
+    callbacks += monitoring.callbacks(cfg, train_examples=len(splits.train[1]), chief=chief, log_dir=log_dir,
+                                      history=history, early_stopping=early_stopping(cfg, splits),
+                                      start_step=start_step, test_examples=len(splits.test[1]),
+                                      validation_examples=len(splits.validation[1]) if splits.validation else 0,
+                                      fault_record=fault_record)
     logging.info("%d training examples%s.", len(splits.train[1]),
                  f", {len(splits.validation[1])} held out for validation" if splits.validation else "")
     started = time.perf_counter()
     model.fit(train, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
-              verbose=2)
+              verbose=0)  # monitoring.progress prints the epochs' lines
     return history, time.perf_counter() - started
 
 
@@ -206,7 +215,8 @@ def evaluate_and_export(cfg, model, test, staging):
     test_scores, predicted = scores.summarize(probabilities, labels)
     export.export_saved_model(model, input_shape, os.path.join(staging, "saved_model"), views)
     np.savez_compressed(os.path.join(staging, "test_predictions.npz"),
-                        class_id=predicted.astype(np.uint8), label=labels.astype(np.uint8))
+                        class_id=predicted.astype(np.uint8), label=labels.astype(np.uint8),
+                        probabilities=probabilities.astype(np.float16))
     test_scores["weights_sha256"] = weights_fingerprint(model)
     return test_scores
 

@@ -41,6 +41,7 @@ class Run:
     metrics: dict        # metrics.json
     predicted: np.ndarray  # predicted class of every test image, in stored order
     labels: np.ndarray     # true class of every test image
+    probabilities: Optional[np.ndarray] = None  # [N, 10] of every test image, where the run kept them
 
     @property
     def class_names(self):
@@ -71,13 +72,26 @@ def load_predictions(url, local):
     return predicted.astype(np.int64), labels.astype(np.int64)
 
 
+def load_probabilities(local, count):
+    """The run's test probabilities [N, 10] (for the report's pictures), or None: runs written before they were
+    kept, or a malformed array (the report then does without)."""
+    try:
+        with np.load(os.path.join(local, PREDICTIONS_FILE)) as npz:
+            if "probabilities" not in npz.files:
+                return None
+            probabilities = npz["probabilities"]
+    except (OSError, ValueError, EOFError):
+        return None
+    return probabilities if probabilities.ndim == 2 and len(probabilities) == count else None
+
+
 def read_runs(urls, names, scratch):
     runs = []
     for url, name in zip(urls, names):
         local = outputs.fetch(url, (outputs.METRICS_FILE, PREDICTIONS_FILE), scratch)
         metrics = outputs.read_metrics(url, local)
         predicted, labels = load_predictions(url, local)
-        runs.append(Run(name, url, metrics, predicted, labels))
+        runs.append(Run(name, url, metrics, predicted, labels, load_probabilities(local, len(labels))))
     check_same_test_set(runs)
     return runs
 

@@ -13,12 +13,12 @@ import os
 import re
 
 
-from trainer.report import figures, stats
+from trainer.report import figures, pictures, stats
 from trainer.errors import UserError
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
-FIGURE_PATTERNS = ("per_class_accuracy.png", "confusion_*.png", "training_curves.png")
+FIGURE_PATTERNS = ("per_class_accuracy.png", "confusion_*.png", "training_curves.png", *pictures.FIGURE_PATTERNS)
 
 
 # ---- the document ----------------------------------------------------------------------------------------------
@@ -148,6 +148,8 @@ def build(runs, comparisons, out_dir):
             figures.confusion_change(runs[0], run, os.path.join(out_dir, file))
             images.append((file, f"Change in confusion counts, {run.name} minus {runs[0].name}"))
         add(("images", images))
+
+    pictures.add_section(doc, runs, out_dir, names)
 
     add(("h2", "Training curves"))
     if any(figures.has_history(r) for r in runs):

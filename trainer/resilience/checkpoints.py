@@ -173,6 +173,7 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         self.backup_seconds = 0.0  # time spent saving (metrics.json's goodput)
         self._saved_epoch_end = None
         self.last_saved_step = None
+        self.last_saved_at = None  # wall-clock time of this process's last save (the metrics endpoint's backup age)
 
     def _implements_train_batch_hooks(self):
         return self.every_step_saves or self.multi_worker
@@ -273,6 +274,7 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         super()._backup(epoch, batch)
         self.backup_seconds += time.perf_counter() - started
         self.last_saved_step = epoch * self.steps_per_epoch + batch + 1  # the global step a rerun resumes at
+        self.last_saved_at = time.time()
 
     def _stop(self, epoch, step, signum, save=True):
         """Saves the training state at (epoch, step) (0-based; None: nothing done yet) and stops the run."""

@@ -99,6 +99,10 @@ class Goodput:
                     return record.get("workers")
         return None
 
+    def restarts_before(self):
+        """Runs of this job before this one that resumed from a backup."""
+        return sum(1 for run in self.previous if run.get("resumed_from_step"))
+
     def resumed(self, step):
         """This run resumed from the backup at global `step` (EpochHistory, just before it says so in the log)."""
         self.run["resumed_from_step"] = self.run["furthest_step"] = int(step)
@@ -178,7 +182,7 @@ class Goodput:
         total = sum(max(0.0, run["last_seen"] - run["started"]) for run in runs)
         startup = sum(((run["first_step_at"] or run["last_seen"]) - run["started"]) for run in runs)
         return {
-            "restarts": sum(1 for run in runs if run.get("resumed_from_step")),
+            "restarts": self.restarts_before() + bool(self.run.get("resumed_from_step")),
             "runs": len(runs),
             "steps_recomputed": sum(recomputed),
             "startup_seconds": round(startup, 3),

@@ -38,6 +38,7 @@ class RunGuard:
         self.multi_worker = distribution.cluster_size(tf_config) > 1
         self.lease = None
         self.goodput = None  # goodput.Goodput: what faults cost this job, once entered
+        self.backup = None   # checkpoints.Backup of the run's `fit`, once its callbacks are made
 
     def __enter__(self):
         if self.strategy is None:
@@ -109,6 +110,7 @@ class RunGuard:
             history.note = (f"; a backup written by {written_by} worker{'s' * (written_by > 1)}, resumed by "
                             f"{workers}: the same global batch and stream of batches")
         history.goodput = self.goodput
+        self.backup = backup
         meter = GoodputMeter(self.goodput, backup)
         return [backup, history, *others, epoch_end, meter], history
 
