@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -16,6 +17,11 @@ pytestmark = pytest.mark.e2e  # processes: many workers, kills, resumes
 
 # Small but real: several epochs of a few thousand examples each, so that a kill can land between epochs.
 MLP_RUN = ("--model=mlp", "--recipe=seed", "--batch_size=128")
+# Per-epoch backups, as every launcher ships: 94 steps an epoch.
+TWO_WORKER_RUN = (*MLP_RUN, "--train_examples=12000", "--epochs=3")
+# The native lines a surviving worker printed before the job's own one (issue 17).
+NATIVE_ABORT_LINES = ("base_collective_executor", "StartAbort", "The tasks have crashed", "coordination_service",
+                      "Error received from peer  {")
 
 
 def epochs_backed_up(checkpoint_dir):
@@ -27,6 +33,14 @@ def epochs_backed_up(checkpoint_dir):
         return 0
 
 
+def wait_for_line(path, text, processes, timeout=180):
+    deadline = time.time() + timeout
+    while text not in path.read_text():
+        assert all(p.poll() is None for p in processes), f"a trainer exited before {text!r}"
+        assert time.time() < deadline, f"no {text!r} in time"
+        time.sleep(0.05)
+
+
 def wait_for_backup(checkpoint_dir, epochs, processes, timeout=300):
     deadline = time.time() + timeout
     while epochs_backed_up(checkpoint_dir) < epochs:
@@ -35,28 +49,38 @@ def wait_for_backup(checkpoint_dir, epochs, processes, timeout=300):
         time.sleep(0.1)
 
 
-def test_two_workers_train_in_lockstep_and_only_the_chief_publishes(fashion, tmp_path):
-    out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
-    args = (*MLP_RUN, "--train_examples=6000", "--epochs=3", f"--output_dir={out}",
-            f"--checkpoint_dir={checkpoints}", *data_flags())
-    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
-    workers = [start_trainer(*args, env={"TF_CONFIG": config}, log_path=log)
-               for config, log in zip(worker_tf_configs(2), logs)]
-    assert wait_all(workers) == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+def start_workers(args, tmp_path, name, count=2, extra=None):
+    """`count` workers of one cluster, each with `args` (+ `extra[i]`), logging to <tmp_path>/<name><i>.log."""
+    logs = [tmp_path / f"{name}{i}.log" for i in range(count)]
+    workers = [start_trainer(*args, *((extra or {}).get(i, ())), env={"TF_CONFIG": config}, log_path=log)
+               for i, (config, log) in enumerate(zip(worker_tf_configs(count), logs))]
+    return workers, logs
 
-    metrics = read_metrics(out)
+
+@pytest.fixture(scope="module")
+def uninterrupted_two_workers(prepared_data, tmp_path_factory):
+    """The 2-worker run of TWO_WORKER_RUN never stopped: (metrics, worker logs, checkpoint dir)."""
+    tmp_path = tmp_path_factory.mktemp("uninterrupted")
+    out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
+    workers, logs = start_workers((*TWO_WORKER_RUN, f"--output_dir={out}", f"--checkpoint_dir={checkpoints}",
+                                   *data_flags()), tmp_path, "worker")
+    assert wait_all(workers) == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    return read_metrics(out), [log.read_text() for log in logs], checkpoints, out
+
+
+def test_two_workers_train_in_lockstep_and_only_the_chief_publishes(fashion, uninterrupted_two_workers, tmp_path):
+    metrics, logs, checkpoints, out = uninterrupted_two_workers
     assert metrics["strategy"] == "multi_worker_mirrored"
     assert metrics["num_workers"] == 2 and metrics["num_replicas"] == 2
     assert sorted(os.listdir(out)) == ["logs", "metrics.json", "saved_model", "test_predictions.npz"]
     assert not checkpoints.exists() or not os.listdir(checkpoints)  # backup removed, no worker temp left
     # Both workers end with the same weights: the non-chief logs the fingerprint the chief published.
-    worker_log = logs[1].read_text()
-    assert f"This worker is done (weights sha256 {metrics['weights_sha256']})" in worker_log
-    assert "results in" not in worker_log  # the non-chief published nothing
+    assert f"This worker is done (weights sha256 {metrics['weights_sha256']})" in logs[1]
+    assert "results in" not in logs[1]  # the non-chief published nothing
 
     # The same global batch in one process learns about as well.
-    single = train_in_process(tmp_path / "single", splits(fashion, 6000), model="mlp", recipe="seed", batch_size=128,
-                              epochs=3)
+    single = train_in_process(tmp_path / "single", splits(fashion, 12000), model="mlp", recipe="seed",
+                              batch_size=128, epochs=3)
     assert metrics["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=0.03)
 
 
@@ -82,35 +106,89 @@ def test_a_killed_run_resumes_from_its_last_epoch(prepared_data, tmp_path):
     assert not checkpoints.exists()  # the backup is removed after success
 
 
-# SIGTERM here; SIGKILL of a worker is in the fault soak (tests/fault_soak.py, a step of `make test`).
-@pytest.mark.parametrize("stop", [signal.SIGTERM], ids=["SIGTERM"])
-def test_two_workers_stop_cleanly_when_one_is_stopped_and_resume_together(prepared_data, tmp_path, stop):
+def test_a_sigterm_to_one_worker_saves_the_step_on_every_worker_and_the_rerun_ends_with_the_same_weights(
+        prepared_data, uninterrupted_two_workers, tmp_path):
+    """Per-epoch backups (no --backup_every_steps): the signalled worker tells the other, both save the same step
+    mid-epoch and exit 75 at once; the rerun of both continues at that step and ends with the uninterrupted
+    2-worker run's weights, bit for bit."""
+    reference = uninterrupted_two_workers[0]
     out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
-    args = (*MLP_RUN, "--train_examples=12000", "--epochs=3", f"--output_dir={out}",
-            f"--checkpoint_dir={checkpoints}", *data_flags())
-    configs = worker_tf_configs(2)
-    workers = [start_trainer(*args, env={"TF_CONFIG": c}, log_path=tmp_path / f"w{i}.log")
-               for i, c in enumerate(configs)]
-    wait_for_backup(checkpoints, 1, workers)
-    workers[1].send_signal(stop)
-    chief_status = workers[0].wait(timeout=180)
-    assert workers[1].wait() == (errors.RETRY if stop == signal.SIGTERM else -signal.SIGKILL)
-    chief_log = (tmp_path / "w0.log").read_text()
-    assert chief_status == errors.RETRY
-    if stop == signal.SIGTERM:  # it could not save alone (a save is a collective): it says so, and stops
-        worker_log = (tmp_path / "w1.log").read_text()
-        assert "Traceback" not in worker_log and "a save needs every worker" in worker_log
-    assert "lost contact with another worker" in chief_log and "rerun every worker" in chief_log
-    assert "Traceback" not in chief_log
+    args = (*TWO_WORKER_RUN, f"--output_dir={out}", f"--checkpoint_dir={checkpoints}", *data_flags())
+    workers, logs = start_workers(args, tmp_path, "w")
+    wait_for_line(logs[1], "Epoch 2/3", workers)
+    time.sleep(1.0)  # into epoch 2: one step is 20-60 ms here
+    signalled = time.time()
+    workers[1].send_signal(signal.SIGTERM)
+    assert [w.wait(timeout=60) for w in workers] == [errors.RETRY, errors.RETRY]
+    assert time.time() - signalled < 10  # well inside GKE Spot's 15 s
+    saved = []
+    for log in logs:
+        text = log.read_text()
+        assert "Traceback" not in text, text[-3000:]
+        saved.append(re.search(r"Stopped by SIGTERM[^:]*: saved the backup at epoch (\d+), step (\d+) of 94",
+                               text).groups())
+    assert "Stopped by SIGTERM to another worker" in logs[0].read_text()
+    assert saved[0] == saved[1]  # the same step on every worker
+    epoch, step = (int(x) for x in saved[0])
     assert not (out / "metrics.json").exists()
-    done = epochs_backed_up(checkpoints)
 
-    configs = worker_tf_configs(2)  # a rescheduled job may get new addresses
-    workers = [start_trainer(*args, env={"TF_CONFIG": c}, log_path=tmp_path / f"r{i}.log")
-               for i, c in enumerate(configs)]
-    assert wait_all(workers) == [0, 0], (tmp_path / "r0.log").read_text()[-3000:]
-    for i in range(2):
-        assert f"continuing at epoch {done + 1}" in (tmp_path / f"r{i}.log").read_text()
+    workers, logs = start_workers(args, tmp_path, "r")  # a rescheduled job may get new addresses
+    assert wait_all(workers) == [0, 0], logs[0].read_text()[-3000:]
+    continued_epoch, continued_step = divmod((epoch - 1) * 94 + step, 94)
+    for log in logs:
+        assert f"continuing at epoch {continued_epoch + 1}, step {continued_step + 1} of 94" in log.read_text()
     metrics = read_metrics(out)
-    assert metrics["resumed_from_epoch"] == done and metrics["num_workers"] == 2
+    assert (metrics["resumed_from_epoch"], metrics["resumed_from_step"]) == (continued_epoch, continued_step)
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3]
+    assert metrics["weights_sha256"] == reference["weights_sha256"]
+    assert metrics["num_workers"] == 2
     assert not checkpoints.exists()
+
+
+def test_a_worker_that_loses_its_peer_says_so_in_one_line(prepared_data, tmp_path):
+    """SIGKILL to one worker (a node lost): the survivor exits 75 with the job's one line, and none of the native
+    collective-abort lines TensorFlow prints."""
+    out = tmp_path / "out"
+    workers, logs = start_workers((*TWO_WORKER_RUN, f"--output_dir={out}", *data_flags()), tmp_path, "w")
+    wait_for_line(logs[1], "Epoch 2/3", workers)
+    workers[1].send_signal(signal.SIGKILL)
+    assert workers[0].wait(timeout=120) == errors.RETRY
+    workers[1].wait()
+    survivor = logs[0].read_text()
+    after = survivor[survivor.index("Epoch 2/3"):]
+    assert re.search(r"fmnist-train: error: lost contact with (worker-1|another worker)", after)
+    assert "rerun every worker" in after
+    assert [line for line in NATIVE_ABORT_LINES if line in after] == []
+    assert "Traceback" not in survivor
+
+
+def test_a_peer_that_never_comes_is_named_every_so_often_and_the_wait_ends_with_75(prepared_data, tmp_path):
+    worker = start_trainer(*MLP_RUN, f"--output_dir={tmp_path / 'out'}", "--cluster_timeout=8", *data_flags(),
+                           env={"TF_CONFIG": worker_tf_configs(2)[0]}, log_path=tmp_path / "w0.log")
+    assert worker.wait(timeout=120) == errors.RETRY
+    text = (tmp_path / "w0.log").read_text()
+    assert re.search(r"Waiting for worker-1 at localhost:\d+: 5 s of --cluster_timeout=8\.", text), text[-3000:]
+    assert "the cluster did not form within --cluster_timeout=8 s: no answer from worker-1 at localhost:" in text
+    assert "Traceback" not in text
+
+
+def test_sigterm_while_waiting_for_a_peer_exits_75_at_once(prepared_data, tmp_path):
+    log = tmp_path / "w0.log"
+    worker = start_trainer(*MLP_RUN, f"--output_dir={tmp_path / 'out'}", *data_flags(),
+                           env={"TF_CONFIG": worker_tf_configs(2)[0]}, log_path=log)
+    wait_for_line(log, "Waiting for worker-1", [worker])
+    signalled = time.time()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == errors.RETRY
+    assert time.time() - signalled < 3
+    assert "stopped by SIGTERM outside training" in log.read_text()
+
+
+def test_workers_started_with_other_settings_never_train_together(prepared_data, tmp_path):
+    args = (*MLP_RUN, "--train_examples=3000", "--epochs=1", f"--output_dir={tmp_path / 'out'}", *data_flags())
+    workers, logs = start_workers(args, tmp_path, "w", extra={1: ("--learning_rate=0.002",)})
+    assert wait_all(workers, timeout=120) == [errors.PERMANENT, errors.PERMANENT]
+    for log, (here, there) in zip(logs, (("0.001", "0.002"), ("0.002", "0.001"))):
+        text = log.read_text()
+        assert f"runs with other settings: --learning_rate={there} there, --learning_rate={here} here" in text
+        assert "Epoch 1/1" not in text and "Traceback" not in text

@@ -53,6 +53,10 @@ class Job:
         None, "Save the preemption backup every N training steps, so that a kill loses at most N steps (unset: once "
               "per epoch). SIGTERM and SIGINT save the step in progress either way.",
         check=lambda v: v > 0, message="--backup_every_steps must be a positive whole number of steps, e.g. 200.")
+    cluster_timeout: float = setting(
+        600.0, "Many workers: seconds to wait for every peer at start-up (pods being scheduled, images pulling), "
+               "with a line every 30 s naming who is missing; then exit 75 (retry me). 0: wait forever.",
+        check=lambda v: v >= 0, message="--cluster_timeout must be 0 (wait forever) or a number of seconds, e.g. 600.")
     data_dir: Optional[str] = setting(
         None, "TFDS data directory (unset: TFDS's own, ~/tensorflow_datasets).",
         check=_well_formed_location, message=_location_message("data_dir"))

@@ -83,8 +83,18 @@ def name_of(strategy):
     return "default"
 
 
-def get_strategy(name, tf_config=None):
-    """Creates the strategy for `--strategy=name`."""
+def resolved_name(name, tf_config):
+    """The concrete strategy `--strategy=name` creates here."""
+    return resolve(name, tf_config, len(tf.config.list_physical_devices("GPU")))
+
+
+def get_strategy(name, tf_config=None, register_timeout_seconds=0):
+    """Creates the strategy for `--strategy=name`.
+
+    `register_timeout_seconds`: how long a multi-worker strategy's start-up waits for every task to register with
+    the coordination service before it fails (0: TensorFlow's default). The trainer meets its peers before
+    (resilience.cluster), so this bounds only a peer lost in between.
+    """
     tf_config = cluster_spec_from_env() if tf_config is None else tf_config
     gpus = tf.config.list_physical_devices("GPU")
     resolved = resolve(name, tf_config, len(gpus))
@@ -92,6 +102,8 @@ def get_strategy(name, tf_config=None):
         if tf_config and not os.environ.get("TF_CONFIG"):
             # Derived from Vertex's CLUSTER_SPEC: the cluster resolver reads TF_CONFIG.
             os.environ["TF_CONFIG"] = json.dumps(tf_config)
+        if register_timeout_seconds:
+            configure_coordination(tf_config, register_timeout_seconds)
         implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
                           else tf.distribute.experimental.CommunicationImplementation.RING)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(
@@ -107,3 +119,17 @@ def get_strategy(name, tf_config=None):
     else:
         strategy = tf.distribute.get_strategy()
     return strategy
+
+
+def configure_coordination(tf_config, register_timeout_seconds):
+    """The coordination service as MultiWorkerMirroredStrategy configures it (collective_all_reduce_strategy.py,
+    `_initialize_multi_worker`: it keeps a configuration that exists), with a bounded cluster registration."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    cluster = multi_worker_util.normalize_cluster_spec(tf_config["cluster"])
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ("chief", "worker") if job in cluster.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(cluster),
+        coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(register_timeout_seconds * 1000))

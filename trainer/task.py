@@ -29,13 +29,17 @@ def main(argv):
     logs.configure()
     with logs.quiet_native_startup():  # TensorFlow only once the flags are known to be good
         import tensorflow as tf
-        from trainer import train
+        from trainer import distribution, train
         tf.config.list_physical_devices("GPU")
+    if distribution.cluster_size(distribution.cluster_spec_from_env()) > 1:
+        logs.filter_collective_aborts()  # a lost peer: one line of the job's, not a screen of native ones
     try:
         train.run(cfg)
     except UserError as error:
+        logs.drain()  # the lines before the error's, then the error's straight to stderr
         _fail(str(error))
     except RetryableError as error:  # also a lost peer worker (trainer.resilience.guard)
+        logs.drain()
         _fail(str(error), errors.RETRY)
 
 

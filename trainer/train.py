@@ -40,7 +40,7 @@ def run(cfg, splits=None, strategy=None):
     if finished:
         return finished
     configure_threads(recipe, multi_process=multi_worker)
-    with guard.RunGuard(job, tf_config, strategy=strategy) as run_guard:
+    with guard.RunGuard(cfg, tf_config, strategy=strategy) as run_guard:
         strategy = run_guard.strategy
         logging.info("Output in %s; preemption backup in %s; TensorBoard logs in %s.", output.url,
                      job.checkpoint_dir, job.tensorboard_dir or output.child("logs"))

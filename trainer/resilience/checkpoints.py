@@ -18,6 +18,7 @@ from absl import logging
 
 from trainer.errors import RETRY, RetryableError, UserError
 from trainer.resilience.files import remove, remove_if_empty
+from trainer.resilience.agreement import StopAgreement
 from trainer.resilience.history import HISTORY_FILE
 from trainer.resilience.signals import PROCESS, Training
 
@@ -145,12 +146,13 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
 
     It always saves with step granularity (so that Keras resumes mid-epoch), records the step it saves (Keras
     would record the first step of an execution, and assigns a TF variable at every step to do so: 40% of an MLP
-    step at batch 32), uses no per-step hook unless the backups are more frequent than the epochs (a stop request
-    then ends `fit` through `stop_training`, and the step reached is read off Keras's step counter), and keeps the
-    backup after `fit` (the run discards it once the result is published). Under many workers a save is a
-    collective: a worker that receives a signal alone cannot save, so it stops at once and the others follow when
-    they lose it; on Google Cloud, tf-keras's `save_before_preemption` coordinates a save on all workers instead
-    (docs/distributed.md). `signals` is the process's StopSignals.
+    step at batch 32), uses no per-step hook in one process unless the backups are more frequent than the epochs (a
+    stop request then ends `fit` through `stop_training`, and the step reached is read off Keras's step counter),
+    and keeps the backup after `fit` (the run discards it once the result is published). Under many workers a save
+    is a collective and every worker must run the same steps: after every execution the workers agree whether any
+    of them was signalled (agreement.StopAgreement), and all save that step and stop together. On Google Cloud,
+    tf-keras's `save_before_preemption` also watches for maintenance events (docs/distributed.md). `signals` is the
+    process's StopSignals.
     """
 
     def __init__(self, backup_dir, every_steps, steps_per_epoch, steps_per_execution, multi_worker,
@@ -163,10 +165,11 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         self.steps_per_epoch = steps_per_epoch
         self.multi_worker = multi_worker
         self.signals = signals
+        self.agreement = None  # many workers: StopAgreement, once the model's strategy is known
         self._previous_handlers = {}
 
     def _implements_train_batch_hooks(self):
-        return self.every_step_saves
+        return self.every_step_saves or self.multi_worker
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -175,19 +178,25 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
             handler._exit_fn = lambda: os._exit(RETRY)
         if not self.signals.watching:  # called in-process (tests): plain handlers in the main thread
             self._previous_handlers = self.signals.install_handlers()
-        self.signals.start_training(Training(self._request_stop, alone=not self.multi_worker,
-                                             where=f"the last backup in {self.backup_dir}"))
+        if self.multi_worker:
+            self.agreement = StopAgreement(self.model.distribute_strategy)
+        self.signals.start_training(Training(self._request_stop, where=f"the last backup in {self.backup_dir}"))
 
     def _request_stop(self):
-        self.model.stop_training = True  # `fit` ends after the step in progress
+        if not self.multi_worker:  # many workers stop where they agree to (`_agreed_stop`), never alone
+            self.model.stop_training = True  # `fit` ends after the step in progress
 
-    @property
-    def _requested(self):
+    def _agreed_stop(self, final=False):
+        """The signal that stops training now, or None: this process's own, or, under many workers, the one any
+        worker received (every worker asks at the same steps, `final`: at the end of training)."""
+        if self.multi_worker:
+            return self.agreement.agree(self.signals.requested, final=final)
         return self.signals.requested
 
     def on_train_end(self, logs=None):
-        if self._requested is not None:  # the request ended `fit` between two epochs
-            self._stop_where_training_is(self._current_epoch)
+        signum = self._agreed_stop(final=True)
+        if signum is not None:  # the request ended `fit` between two epochs, or came after the last step
+            self._stop_where_training_is(self._current_epoch, signum)
         self._end()
         super().on_train_end(logs)
 
@@ -201,41 +210,45 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         """Nothing: `_backup` records the step it saves."""
 
     def on_train_batch_end(self, batch, logs=None):
-        super().on_train_batch_end(batch, logs)
-        if self._requested is not None:
-            self._stop(self._current_epoch, batch)
+        if self.every_step_saves:
+            super().on_train_batch_end(batch, logs)
+        signum = self._agreed_stop()
+        if signum is not None:
+            self._stop(self._current_epoch, batch, signum)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._requested is not None:  # `fit` left the epoch early, or the request came during its end
-            self._stop_where_training_is(epoch)
+        if not self.multi_worker and self.signals.requested is not None:
+            # `fit` left the epoch early, or the request came during its end (many workers: the next agreement)
+            self._stop_where_training_is(epoch, self.signals.requested)
         if not self.every_step_saves:
             self._backup(epoch, self.steps_per_epoch - 1)
 
-    def _stop_where_training_is(self, epoch):
+    def _stop_where_training_is(self, epoch, signum):
         """Stops at the step Keras's step counter has reached in `epoch` (the counter is part of the backup)."""
         steps = self.steps_per_epoch
         done = int(self.model._train_counter.numpy()) - epoch * steps
         if done >= steps:
-            self._stop(epoch, steps - 1)
+            self._stop(epoch, steps - 1, signum)
         if done > 0:
-            self._stop(epoch, done - 1)
+            self._stop(epoch, done - 1, signum)
         if epoch > 0:
-            self._stop(epoch - 1, steps - 1)
-        self._stop(None, None)
+            self._stop(epoch - 1, steps - 1, signum)
+        self._stop(None, None, signum)
 
     def _backup(self, epoch, batch=0):
         self._training_state._ckpt_saved_epoch.assign(epoch)
         self._training_state._ckpt_saved_batch.assign(batch)
         super()._backup(epoch, batch)
 
-    def _stop(self, epoch, step):
+    def _stop(self, epoch, step, signum):
         """Saves the training state at (epoch, step) (0-based; None: nothing done yet) and stops the run."""
-        name = signal.Signals(self._requested).name
+        name = signal.Signals(signum).name
+        by = name if self.signals.requested is not None or not self.multi_worker else f"{name} to another worker"
         if epoch is not None:
             self._backup(epoch, step)
         self._end()
         where = (f"epoch {epoch + 1}, step {step + 1} of {self.steps_per_epoch}" if epoch is not None
                  else "before its first step")
-        logging.info("Stopped by %s: saved the backup at %s in %s.", name, where, self.backup_dir)
-        raise Stopped(f"stopped by {name} at {where}; the backup is saved in {self.backup_dir}: rerun the same "
-                      "command to resume.")
+        logging.info("Stopped by %s: saved the backup at %s in %s.", by, where, self.backup_dir)
+        raise Stopped(f"stopped by {by} at {where}; the backup is saved in {self.backup_dir}: rerun the same "
+                      f"command{' on every worker' if self.multi_worker else ''} to resume.")

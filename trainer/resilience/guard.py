@@ -1,17 +1,20 @@
-"""One run's fault handling, entered once: `with guard.RunGuard(job, tf_config) as run_guard: ...` in train.run.
+"""One run's fault handling, entered once: `with guard.RunGuard(cfg, tf_config) as run_guard:` in train.run.
 
-Entering it creates the strategy (unless given one) and puts the process's signal handlers back over the ones a
-multi-worker runtime installs, proves the backup location writable, takes the lease on the backup folder and
-repairs or discards a damaged backup. Inside, it hands out where the training stream starts and the callbacks
+Entering it meets the peer workers (in bounded time, refusing workers of other settings: cluster.py), creates the
+strategy (unless given one) and puts the process's signal handlers back over the ones a multi-worker runtime
+installs, proves the backup location writable, takes the lease on the backup folder and repairs or discards a
+damaged backup. Inside, it hands out where the training stream starts and the callbacks
 that save and stop; after publishing, it discards the backup. Leaving it releases the lease, and turns a lost peer
 worker's collective abort into the contract's "retry me" with one line.
 """
+
+import re
 
 import tensorflow as tf
 
 from trainer import distribution
 from trainer.errors import RetryableError
-from trainer.resilience import checkpoints
+from trainer.resilience import checkpoints, cluster
 from trainer.resilience.history import HISTORY_FILE, EpochHistory
 from trainer.resilience.lease import Lease
 from trainer.resilience.signals import PROCESS
@@ -21,24 +24,21 @@ LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
 
 
 class RunGuard:
-    """The fault handling of one training run (`job`: a config.Job; `tf_config`: the cluster, {} for none).
+    """The fault handling of one training run (`cfg`: a config.RunConfig; `tf_config`: the cluster, {} for none).
 
     `strategy`: a strategy to use instead of the one --strategy chooses (tests and scripts); `signals`: the
     process's StopSignals.
     """
 
-    def __init__(self, job, tf_config, strategy=None, signals=PROCESS):
-        self.job, self.tf_config, self.strategy, self.signals = job, tf_config, strategy, signals
-        self.checkpoint_dir = job.checkpoint_dir
+    def __init__(self, cfg, tf_config, strategy=None, signals=PROCESS):
+        self.cfg, self.job, self.tf_config, self.strategy, self.signals = cfg, cfg.job, tf_config, strategy, signals
+        self.checkpoint_dir = cfg.job.checkpoint_dir
         self.multi_worker = distribution.cluster_size(tf_config) > 1
         self.lease = None
 
     def __enter__(self):
         if self.strategy is None:
-            try:
-                self.strategy = distribution.get_strategy(self.job.strategy, self.tf_config)
-            except LOST_PEER_ERRORS as error:
-                raise lost_contact(error, self.checkpoint_dir) from None
+            self.strategy = self._start_strategy()
             self.signals.reinstall()
         checkpoints.check_location(self.checkpoint_dir)
         self.lease = Lease(self.checkpoint_dir, distribution.task_name(self.tf_config)).acquire()
@@ -53,8 +53,21 @@ class RunGuard:
     def __exit__(self, error_type, error, traceback):
         self._release()
         if isinstance(error, LOST_PEER_ERRORS):
-            raise lost_contact(error, self.checkpoint_dir) from None
+            raise lost_contact(error, self.checkpoint_dir, distribution.task_name(self.tf_config)) from None
         return False
+
+    def _start_strategy(self):
+        """The strategy --strategy chooses; many workers meet first (cluster.ClusterStartup), in bounded time."""
+        timeout = self.job.cluster_timeout
+        many = (self.multi_worker and self.tf_config.get("task", {}).get("type") in ("chief", "worker")
+                and distribution.resolved_name(self.job.strategy, self.tf_config) == "multi_worker_mirrored")
+        if many:
+            cluster.ClusterStartup(self.tf_config, cluster.training_settings(self.cfg), timeout).form()
+        try:
+            return distribution.get_strategy(self.job.strategy, self.tf_config,
+                                             register_timeout_seconds=timeout if many else 0)
+        except LOST_PEER_ERRORS as error:
+            raise lost_contact(error, self.checkpoint_dir, distribution.task_name(self.tf_config)) from None
 
     def _release(self):
         self.signals.forget(self.lease.release)
@@ -80,11 +93,12 @@ class RunGuard:
         checkpoints.discard(self.checkpoint_dir)
 
 
-def lost_contact(error, checkpoint_dir):
+def lost_contact(error, checkpoint_dir, own_task="single"):
     """A peer worker died: every worker's collectives abort. A rerun of every worker resumes from the last backup,
-    so say that rather than dump a stack of collective-op frames."""
-    lines = str(error).strip().splitlines()
-    first_line = lines[-3 if len(lines) > 2 else 0][:300]
-    return RetryableError(f"lost contact with another worker ({type(error).__name__}: {first_line}). The job "
-                          f"stopped; rerun every worker with the same flags to resume from the last backup in "
-                          f"{checkpoint_dir}.")
+    so say that, naming the peer where TensorFlow's message does, rather than dump its collective-op frames."""
+    peers = sorted({f"{job}-{index}" for job, index in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error))}
+                   - {own_task})
+    who = f"{', '.join(peers)}" if peers else "another worker"
+    return RetryableError(f"lost contact with {who} ({type(error).__name__}): a peer worker stopped or was lost. "
+                          f"The job stopped; rerun every worker with the same flags to resume from the last backup "
+                          f"in {checkpoint_dir}.")

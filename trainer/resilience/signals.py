@@ -4,8 +4,8 @@ The command line blocks both signals in every thread before TensorFlow starts (T
 mask, and so its own SIGTERM handlers never see them) and takes them in one watcher thread, so they are handled
 even while the main thread waits inside TensorFlow (a multi-worker strategy waiting for its peers, a long op):
 - during `fit`, the first one asks the training in progress (checkpoints.Backup) to save the step in progress and
-  stop; if training does not get there within STOP_DEADLINE_SECONDS (stuck in a collective with a lost peer), the
-  process exits anyway;
+  stop (under many workers: all of them at the same step, agreement.StopAgreement); if training does not get there
+  within STOP_DEADLINE_SECONDS (stuck in a collective with a lost peer), the process exits anyway;
 - anywhere else, or a second time, the process exits at once: before training nothing is in progress, after it
   the backup is complete. Exiting, not raising: an exception raised in the middle of an import or a file write
   could leave a broken state behind.
@@ -24,18 +24,18 @@ from absl import logging
 from trainer.errors import RETRY
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STOP_DEADLINE_SECONDS = 20.0  # Kubernetes' default grace period is 30 s
+STOP_DEADLINE_SECONDS = 12.0  # inside GKE Spot's 15 s after SIGTERM (Kubernetes' default grace: 30 s)
 
 
 class Training:
     """The `fit` in progress, as the signal handling sees it.
 
-    `stop()` asks it to stop after the step in progress; `alone` is False under many workers, where a save needs
-    every worker, so a signal to one cannot be saved; `where` names the backup a rerun resumes from.
+    `stop()` asks it to stop after the step in progress (under many workers it does nothing: the workers' next
+    agreement sees `requested`); `where` names the backup a rerun resumes from.
     """
 
-    def __init__(self, stop, alone=True, where="the last backup"):
-        self.stop, self.alone, self.where = stop, alone, where
+    def __init__(self, stop, where="the last backup"):
+        self.stop, self.where = stop, where
 
 
 class StopSignals:
@@ -85,8 +85,7 @@ class StopSignals:
             self._before_exit.remove(clean_up)
 
     def start_training(self, training):
-        """`fit` is running: a signal asks it to stop after the step in progress, or, when it is not alone (many
-        workers), ends the process at once."""
+        """`fit` is running: a signal asks it to stop after the step in progress."""
         self.training = training
 
     def end_training(self):
@@ -101,9 +100,6 @@ class StopSignals:
     def handle(self, signum):
         """What a SIGTERM/SIGINT does now (also the plain signal handler of an in-process run: tests)."""
         training = self.training
-        if training is not None and self.requested is None and not training.alone:
-            self.exit_now(signum, f"a save needs every worker, so this one stopped without it (rerun every worker "
-                                  f"to resume from {training.where}); ")
         if training is not None and self.requested is None:
             self.requested = signum
             training.stop()
@@ -121,6 +117,7 @@ class StopSignals:
             clean_up()
         where = "during training" if self.training is not None else "outside training"
         from trainer import logs
+        logs.drain()  # the lines before this one first
         message = (f"fmnist-train: error: stopped by {signal.Signals(signum).name} {where}; {why}a rerun of the "
                    "same command resumes from the last backup.\n")
         os.write(logs.real_stderr(), message.encode())
