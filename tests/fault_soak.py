@@ -4,13 +4,16 @@
 
 Phase 1, one process: an uninterrupted reference run, then the same command killed --kills times (SIGKILL and
 SIGTERM mixed, seeded) at moments spread over start-up, training, evaluation, export and publishing, rerun after
-each kill. Phase 2, two MultiWorkerMirroredStrategy workers: one worker killed --worker_kills times; when the other
-does not stop by itself within 30 s it gets SIGTERM, as a JobSet restarting every worker would send; both rerun.
+each kill. Phase 2, two MultiWorkerMirroredStrategy workers with per-epoch backups (what the launchers ship): an
+uninterrupted 2-worker reference, then one worker killed --worker_kills times; when the other does not stop by
+itself within 30 s it gets SIGTERM, as a JobSet restarting every worker would send; both rerun.
 
-Checked after every run: no traceback, exit status 0 (finished), 75 (retry me) or the kill's own; at the end:
-exactly one finished result (metrics.json, no staging, no backup left), every epoch in its history, and the
-uninterrupted reference's weights, bit for bit (a resumed run sees the batches the reference saw from the step it
-resumes at: data.train_dataset). Prints the tally: each kill, where it landed, where the next run resumed.
+Checked after every run: no traceback, exit status 0 (finished), 75 (retry me) or the kill's own, no run past
+RUN_TIMEOUT (a hung trainer fails the soak instead of hanging CI), both workers 75 after a SIGTERM to one in
+training; at the end of every job, single-process or 2-worker: exactly one finished result (metrics.json, no
+staging, no backup left), every epoch in its history, and its uninterrupted reference's weights, bit for bit (a
+resumed run sees the batches the reference saw from the step it resumes at: data.train_dataset). Prints the tally:
+each kill, where it landed, where the next run resumed.
 Exit status 0 when every check held. `make soak` runs a longer one; tests/test_faults.py a short one.
 """
 
@@ -32,10 +35,15 @@ RETRY = 75
 PHASES = ("start-up", "training", "evaluation/export/publishing")
 
 
-def trainer_command(args, out, extra=()):
+RUN_TIMEOUT = 300.0  # seconds any one run may take here (a few tens normally): a hung trainer fails the soak
+
+
+def trainer_command(args, out, extra=(), backup_every_steps=10):
+    """The soaked command; `backup_every_steps=None`: per-epoch backups, what the launchers ship."""
     manual = [f"--tfds_manual_dir={args.tfds_manual_dir}"] if args.tfds_manual_dir else []
+    every = [f"--backup_every_steps={backup_every_steps}"] if backup_every_steps else []
     return [sys.executable, "-m", "trainer.task", "--model=mlp", "--recipe=seed", "--batch_size=64",
-            f"--train_examples={args.train_examples}", f"--epochs={args.epochs}", "--backup_every_steps=10",
+            f"--train_examples={args.train_examples}", f"--epochs={args.epochs}", *every,
             f"--output_dir={out}", f"--data_dir={args.data_dir}", *manual, *extra]
 
 
@@ -74,6 +82,15 @@ class Soak:
         self.logs += 1
         return pathlib.Path(self.args.out) / f"{self.logs:03d}-{name}.log"
 
+    def wait(self, process, log, timeout=RUN_TIMEOUT):
+        """The process's exit status; one that runs past `timeout` is a problem (a hung trainer), and killed."""
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.problems.append(f"{log.name}: still running after {timeout:.0f} s (hung?): killed")
+            process.kill()
+            return process.wait(timeout=30)
+
     def check_log(self, path, status, allowed):
         text = path.read_text()
         if "Traceback" in text:
@@ -88,7 +105,7 @@ class Soak:
         started = time.time()
         log = self.log_path("reference")
         process = start(trainer_command(args, reference_out), log)
-        status = process.wait()
+        status = self.wait(process, log)
         text = self.check_log(log, status, {0})
         total = time.time() - started
         reference = json.loads((reference_out / "metrics.json").read_text())
@@ -99,14 +116,14 @@ class Soak:
             log = self.log_path(f"run-{cycle}")
             process = start(trainer_command(args, out), log)
             if kills >= args.kills:
-                status = process.wait()
+                status = self.wait(process, log)
                 text = self.check_log(log, status, {0})
                 self.tally.append((f"1 process #{cycle}", "-", "(final run)", resumed_at(text), status))
                 break
             target = PHASES[kills % len(PHASES)] if kills < len(PHASES) else self.rng.choice(PHASES)
             signum = self.rng.choice((signal.SIGKILL, signal.SIGTERM))
             where = self._kill_when(process, log, target, signum)
-            status = process.wait()
+            status = self.wait(process, log)
             text = self.check_log(log, status, {0, RETRY, -signal.SIGKILL})
             if where.startswith("("):  # it finished before the signal: not a kill
                 self.tally.append((f"1 process #{cycle}", "-", "(finished first)", resumed_at(text), status))
@@ -149,30 +166,48 @@ class Soak:
         return where
 
     def _check_result(self, out, reference):
+        if not (out / "metrics.json").exists():
+            self.problems.append(f"{out}: no result")
+            return {"weights_sha256": None, "test_accuracy": float("nan"), "history": [], "num_workers": 0}
         final = json.loads((out / "metrics.json").read_text())
         leftovers = [n for n in os.listdir(out) if n.startswith(".") or n == "checkpoints"]
         if sorted(os.listdir(out)) != ["logs", "metrics.json", "saved_model", "test_predictions.npz"]:
             self.problems.append(f"{out}: holds {sorted(os.listdir(out))}, leftovers {leftovers}")
         if [row["epoch"] for row in final["history"]] != list(range(1, self.args.epochs + 1)):
             self.problems.append(f"{out}: history covers epochs {[row['epoch'] for row in final['history']]}")
-        if final["weights_sha256"] != reference["weights_sha256"]:
+        if reference is not None and final["weights_sha256"] != reference.get("weights_sha256"):
             self.problems.append(f"{out}: weights differ from the uninterrupted run's (test accuracy "
-                                 f"{final['test_accuracy']:.4f} vs {reference['test_accuracy']:.4f})")
+                                 f"{final['test_accuracy']:.4f} vs {reference.get('test_accuracy', float('nan')):.4f})")
         return final
 
+    def start_workers(self, args, out, checkpoints, name):
+        hosts = [f"localhost:{port}" for port in free_ports(2)]
+        logs = [self.log_path(f"{name}{i}") for i in range(2)]
+        workers = [start(trainer_command(args, out, [f"--checkpoint_dir={checkpoints}"], backup_every_steps=None),
+                         log, env={"TF_CONFIG": json.dumps({"cluster": {"worker": hosts},
+                                                            "task": {"type": "worker", "index": i}})})
+                   for i, log in enumerate(logs)]
+        return workers, logs
+
     def two_workers(self):
+        """2 workers with per-epoch backups (what the launchers ship): an uninterrupted reference, then one job
+        killed --worker_kills times; it must end with the reference's weights and every epoch in its history."""
         args = self.args
+        reference_out = pathlib.Path(args.out) / "two-workers-reference"
+        workers, logs = self.start_workers(args, reference_out, f"{reference_out}-backup", "reference-worker")
+        statuses = [self.wait(w, log) for w, log in zip(workers, logs)]
+        for log, status in zip(logs, statuses):
+            self.check_log(log, status, {0})
+        reference = self._check_result(reference_out, None) if statuses == [0, 0] else {}
+        print(f"2-worker reference run: test accuracy {reference.get('test_accuracy', float('nan')):.4f}",
+              flush=True)
         out = pathlib.Path(args.out) / "two-workers"
         checkpoints = f"{out}-backup"
         kills = 0
         while True:
-            hosts = [f"localhost:{port}" for port in free_ports(2)]
-            logs = [self.log_path(f"worker{i}") for i in range(2)]
-            workers = [start(trainer_command(args, out, [f"--checkpoint_dir={checkpoints}"]), log, env={
-                "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})})
-                for i, log in enumerate(logs)]
+            workers, logs = self.start_workers(args, out, checkpoints, "worker")
             if kills >= args.worker_kills:
-                statuses = [w.wait(timeout=600) for w in workers]
+                statuses = [self.wait(w, log) for w, log in zip(workers, logs)]
                 texts = [self.check_log(log, status, {0}) for log, status in zip(logs, statuses)]
                 self.tally.append(("2 workers", "-", "(final run)", resumed_at(texts[0]), statuses))
                 break
@@ -197,20 +232,23 @@ class Soak:
                     other.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     other.kill()
-                    # A worker waiting for its peers inside the strategy's start-up: TensorFlow's own preemption
-                    # notifier takes SIGTERM there (docs/distributed.md); the grace period's SIGKILL ends it.
                     restarted += ", then SIGKILL after the grace period"
-            statuses = [w.wait(timeout=120) for w in workers]
+                    self.problems.append(f"{logs[1 - victim].name}: SIGTERM did not stop it within 30 s")
+            statuses = [self.wait(w, log, timeout=120) for w, log in zip(workers, logs)]
             texts = [self.check_log(log, status, {0, RETRY, -signal.SIGKILL}) for log, status in zip(logs, statuses)]
-            self.tally.append(("2 workers", f"{signal.Signals(signum).name} to worker {victim}", where + restarted,
+            if signum == signal.SIGTERM and "training" in where and statuses != [RETRY, RETRY]:
+                self.problems.append(f"SIGTERM to worker {victim} in {where}: exit statuses {statuses}, not 75, 75")
+            saved = re.findall(r"saved the backup at (epoch \d+, step \d+)", "\n".join(texts))
+            self.tally.append(("2 workers", f"{signal.Signals(signum).name} to worker {victim}", where + restarted
+                               + (f"; both saved {saved[0]}" if len(saved) == 2 and saved[0] == saved[1] else ""),
                                resumed_at(texts[1 - victim]), statuses))
             kills += 1
-        final = json.loads((out / "metrics.json").read_text())
+        final = self._check_result(out, reference)
         if final["num_workers"] != 2:
             self.problems.append("the 2-worker result does not say 2 workers")
         if os.path.exists(checkpoints) and os.listdir(checkpoints):
             self.problems.append(f"{checkpoints} is left: {os.listdir(checkpoints)}")
-        return final
+        return final, reference
 
     def report(self):
         print("\n| run | resumed at (from its own log) | signal | landed in | exit status |")
@@ -248,8 +286,10 @@ def main(argv=None):
     print(f"1 process: {len(finals)} job(s) finished, {same} of them with the uninterrupted run's weights; test "
           f"accuracy {accuracies} (uninterrupted {reference['test_accuracy']:.4f})", flush=True)
     if args.worker_kills:
-        two = soak.two_workers()
-        print(f"2 workers: finished, test accuracy {two['test_accuracy']:.4f}", flush=True)
+        two, two_reference = soak.two_workers()
+        print(f"2 workers: finished, test accuracy {two['test_accuracy']:.4f}, "
+              f"{'the' if two['weights_sha256'] == two_reference.get('weights_sha256') else 'NOT the'} uninterrupted "
+              f"2-worker run's weights", flush=True)
     soak.report()
     print(f"took {time.time() - started:.0f} s")
     return 1 if soak.problems else 0

@@ -6,10 +6,10 @@ its own request to a tiny all-reduce (a vote) between two executions of the trai
 every worker: Keras calls back after each one), and they all act on the sum: the same answer, at the same step,
 everywhere.
 
-A vote costs about one collective round trip (3 ms between two processes on this 2-core machine), more than an
-MLP step, so the workers vote about every CHECK_SECONDS rather than after every execution: each vote also sums the
-seconds each worker spent since the last one, and every worker derives the next interval (in executions) from that
-sum. The sum is the same on every worker, so the interval is too, and the workers stay in lockstep. A stop then
+A vote costs about one collective round trip (3-11 ms between two processes on this busy 2-core machine, a third of
+a 2-worker MLP step), so the workers vote about every CHECK_SECONDS rather than after every execution: each vote
+also sums the seconds each worker spent since the last one, and every worker derives the next interval (in
+executions) from that sum. The sum is the same on every worker, so the interval is too, and the workers stay in lockstep. A stop then
 waits at most about CHECK_SECONDS (docs/distributed.md has the figures).
 """
 
@@ -19,7 +19,7 @@ import time
 import tensorflow as tf
 
 VOTED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-CHECK_SECONDS = 0.5          # how often the workers vote, about
+CHECK_SECONDS = 1.0          # how often the workers vote, about
 MAX_EXECUTIONS_BETWEEN = 1000
 
 

@@ -195,6 +195,9 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
 
     def on_train_end(self, logs=None):
         signum = self._agreed_stop(final=True)
+        if self.agreement is not None:
+            logging.debug("The workers voted %d times on stopping, at the end every %d executions.",
+                          self.agreement.votes, self.agreement.interval)
         if signum is not None:  # the request ended `fit` between two epochs, or came after the last step
             self._stop_where_training_is(self._current_epoch, signum)
         self._end()

@@ -5,10 +5,11 @@ lock: while it waits, no Python thread runs, so nothing can say who is missing, 
 SIGTERM (and TensorFlow's own SIGTERM handler takes the signal). So the workers meet first, in Python: each
 listens on its own cluster address, connects to every peer's, and the two exchange their training settings. Once
 a worker has met every peer (in either direction), it closes its listener and creates the strategy, which then
-finds everyone up. While it waits, a line every WAIT_LINE_SECONDS (the first after 5 s) names who is missing; after --cluster_timeout
-seconds it gives up ("retry me"); a SIGTERM is handled at once (the signal watcher runs). Workers whose training
-settings differ (a rollout that changed a flag on some pods) would train different models, or hang in mismatched
-collectives: both sides of the exchange see the difference, and each stops with one line naming the flag.
+finds everyone up. While it waits, a line every WAIT_LINE_SECONDS (the first after 5 s) names who is missing;
+after --cluster_timeout seconds it gives up ("retry me"); a SIGTERM is handled at once (the signal watcher runs).
+Workers whose training settings differ (a rollout that changed a flag on some pods) would train different models,
+or hang in mismatched collectives: both sides of the exchange see the difference, and each stops with one line
+naming the flag.
 """
 
 import json
