@@ -36,10 +36,8 @@ def main(argv):
     try:
         train.run(cfg)
     except UserError as error:
-        logs.drain()  # the lines before the error's, then the error's straight to stderr
         _fail(str(error))
     except RetryableError as error:  # also a lost peer worker (trainer.resilience.guard)
-        logs.drain()
         _fail(str(error), errors.RETRY)
 
 
