@@ -20,6 +20,14 @@ import time
 MATMUL_SIZE = 2048
 
 
+def load_average():
+    """The 1, 5 and 15 minute load averages: how busy the shared machine was around a measurement."""
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def matmul_gflops(dtype="float32", rounds=3, repeats=10):
     """GFLOP/s of a MATMUL_SIZE² matrix product in a tf.function, best of `rounds`."""
     import tensorflow as tf

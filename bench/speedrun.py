@@ -31,13 +31,6 @@ import anatomy  # noqa: I100
 TARGET = 0.940
 
 
-def load_average():
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def full_strong_seconds(run, epochs):
     """The strong recipe's training time for all its `epochs`, from a run of fewer (see the module docstring)."""
     seconds = [row["seconds"] for row in run["history"]]
@@ -61,7 +54,7 @@ def main(argv=None):
     strong_seeds = [int(s) for s in args.strong_seeds.split(",") if s][:1 if args.quick else None]
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
-    load_before = load_average()
+    load_before = anatomy.load_average()
     floor = anatomy.floor_line()
     floor_gflops = anatomy.matmul_gflops("float32")
 
@@ -81,7 +74,7 @@ def main(argv=None):
     lines = [f"Machine: {machine()}", floor,
              f"Command: bench/speedrun.py {' '.join(argv or sys.argv[1:])}",
              f"Started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, took "
-             f"{time.time() - started:.0f} s; load average (1, 5, 15 min) {load_before} before, {load_average()} "
+             f"{time.time() - started:.0f} s; load average (1, 5, 15 min) {load_before} before, {anatomy.load_average()} "
              "after", "",
              "| run | model | seed | epochs | train s | test accuracy | test loss |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
