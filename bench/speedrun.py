@@ -25,6 +25,7 @@ import sys
 import time
 
 from common import ROOT, add_data_args, load_split, machine, train
+from trainer import outputs  # noqa: I100
 
 import anatomy  # noqa: I100
 
@@ -47,6 +48,8 @@ def main(argv=None):
     parser.add_argument("--strong_epochs", type=int, default=0, help="train N of the strong recipe's epochs and "
                                                                     "estimate its time (0: all of them)")
     parser.add_argument("--skip_anatomy", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="read the runs already finished in --out instead of "
+                                                             "training them again (a benchmark cut short)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "speedrun"))
     add_data_args(parser)
     args = parser.parse_args(argv)
@@ -58,12 +61,18 @@ def main(argv=None):
     floor = anatomy.floor_line()
     floor_gflops = anatomy.matmul_gflops("float32")
 
+    def run(name, *flags):
+        if args.reuse:
+            metrics = outputs.read_metrics(str(pathlib.Path(args.out) / name))
+            return {**metrics, "output_dir": str(pathlib.Path(args.out) / name)}
+        return train(args, name, *flags)
+
     def speedrun(seed):
-        return train(args, f"speedrun-{seed}", "--recipe=speedrun", f"--seed={seed}")
+        return run(f"speedrun-{seed}", "--recipe=speedrun", f"--seed={seed}")
 
     def strong(seed):
         epochs = [f"--epochs={args.strong_epochs}"] if args.strong_epochs and not args.quick else []
-        return train(args, f"vgg-strong-{seed}", "--model=vgg", "--recipe=strong", f"--seed={seed}", *epochs)
+        return run(f"vgg-strong-{seed}", "--model=vgg", "--recipe=strong", f"--seed={seed}", *epochs)
 
     runs = [speedrun(seeds[0])]
     strong_runs = [strong(seed) for seed in strong_seeds]
@@ -74,8 +83,8 @@ def main(argv=None):
     lines = [f"Machine: {machine()}", floor,
              f"Command: bench/speedrun.py {' '.join(argv or sys.argv[1:])}",
              f"Started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, took "
-             f"{time.time() - started:.0f} s; load average (1, 5, 15 min) {load_before} before, {anatomy.load_average()} "
-             "after", "",
+             f"{time.time() - started:.0f} s; load average (1, 5, 15 min) {load_before} before, "
+             f"{anatomy.load_average()} after" + (" (runs read back: --reuse)" if args.reuse else ""), "",
              "| run | model | seed | epochs | train s | test accuracy | test loss |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for m in runs + strong_runs:
