@@ -116,7 +116,7 @@ def test_speedrun_recipe_learns_on_a_slice_and_exports_what_it_evaluated(fashion
 
 
 def test_speedrun_recipe_trains_under_mirrored_strategy(fashion, tmp_path):
-    m = train_in_process(tmp_path, splits(fashion, 1024, test_examples=500), recipe="speedrun", epochs=1,
+    m = train_in_process(tmp_path, splits(fashion, 3000, test_examples=500), recipe="speedrun", epochs=2,
                          strategy=distribution.get_strategy("mirrored"))
     assert m["num_replicas"] == 2 and m["model"] == "speedrun"
-    assert m["test_accuracy"] > 0.2
+    assert m["test_accuracy"] > 0.5  # chance is 0.1
