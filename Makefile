@@ -20,7 +20,7 @@ DATA_STAMP := $(DATA_DIR)/fashion_mnist/3.0.1/dataset_info.json
 
 LINT_VENV := build/lint-venv
 
-.PHONY: setup lint-venv data run test test-fast soak reproduce bench bench-strong constraints clean
+.PHONY: setup lint-venv data run test test-fast soak reproduce bench bench-strong bench-speedrun constraints clean
 
 setup: $(VENV)/.installed
 
@@ -91,6 +91,12 @@ bench: setup data
 
 bench-strong: setup data
 	$(PY) bench/strong.py
+
+## Time to accuracy: --recipe=speedrun over 5 seeds against the strong recipe, in one run (docs/benchmarks.md).
+## On a busy machine SPEEDRUN_ARGS=--strong_epochs=2 times 2 of the strong recipe's epochs and scales them.
+SPEEDRUN_ARGS ?=
+bench-speedrun: setup data
+	$(PY) bench/speedrun.py $(SPEEDRUN_ARGS)
 
 ## Re-pin every runtime package after changing requirements.txt.
 constraints:

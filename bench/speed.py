@@ -14,7 +14,9 @@ the trainer's seed recipe once and the fast recipe once per seed, each as its ow
 3. input pipeline: the tf.data training stream alone, in examples/s, against the training step rate;
 4. inference: the exported SavedModels' signature throughput at batch 1024 and single-image latency p50/p99;
 5. many workers: the fast recipe on 2 local worker processes (MultiWorkerMirroredStrategy) against 1 process, at
-   the same global batch.
+   the same global batch;
+6. where the fast recipe's time goes (bench/anatomy.py): per epoch against this CPU's matrix-multiply floor,
+   tracing, the end of `fit`, evaluation, input. The header gives the floor, the CPU flags and the load averages.
 
 The machine is shared and noisy: only ratios measured in the same run are meaningful. Results go to
 bench/results/ (not committed); docs/benchmarks.md holds the figures of a full run.
@@ -31,6 +33,7 @@ import time
 
 from common import (ROOT, add_data_args, clean_env, data_flags, free_ports, load_split, machine,  # noqa: I100
                     quick_flags, train)
+import anatomy  # noqa: I100
 from trainer import outputs  # noqa: I100
 
 
@@ -42,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed"), help="runs and results")
     add_data_args(parser)
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: ablation, pipeline, "
-                                                   "inference, workers")
+                                                   "inference, workers, anatomy")
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -235,10 +238,21 @@ def workers(args):
                       "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows])
 
 
+def where_the_time_goes(args, runs, floor_gflops):
+    from trainer import data
+    train_split = load_split(args, data.train_split(2000 if args.quick else None))
+    test_images = load_split(args, "test")[0][..., 0]
+    return anatomy.table({(model, "fast"): runs[(model, "fast")] for model in args.models}, floor_gflops,
+                         train_split, test_images)
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
+    load_before = anatomy.load_average()
+    floor = anatomy.floor_line()
+    floor_gflops = anatomy.matmul_gflops("float32")
     runs = training(args)
     sections = [("Training", training_table(runs, args.models))]
     if "ablation" not in args.skip:
@@ -249,9 +263,12 @@ def main(argv=None):
         sections.append(("Inference (SavedModel signature, fast recipe's model)", inference(args, runs)))
     if "workers" not in args.skip:
         sections.append(("2 local workers vs 1 process", workers(args)))
-    header = (f"Machine: {machine()}\nCommand: {' '.join(['bench/speed.py', *(argv or sys.argv[1:])])}\n"
+    if "anatomy" not in args.skip:
+        sections.append(("Where the fast recipe's time goes", where_the_time_goes(args, runs, floor_gflops)))
+    header = (f"Machine: {machine()}\n{floor}\nCommand: {' '.join(['bench/speed.py', *(argv or sys.argv[1:])])}\n"
               f"Started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
-              f"took {time.time() - started:.0f} s")
+              f"took {time.time() - started:.0f} s; load average (1, 5, 15 min) {load_before} before, "
+              f"{anatomy.load_average()} after")
     report = header + "\n\n" + "\n\n".join(f"### {title}\n\n{table}" for title, table in sections) + "\n"
     print("\n" + report)
     (pathlib.Path(args.out) / "speed.md").write_text(report)

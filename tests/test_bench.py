@@ -32,6 +32,19 @@ def test_speed_benchmark_smoke_run_prints_its_tables(prepared_data, tmp_path):
     assert training[0].count("| 1.0× |") == 1 and training[1].endswith("| 1.0× |")  # each baseline against itself
     assert training[2].count("×**") == 2  # the fast row carries both ratios
     assert "Machine: " in report
+    assert "### Where the fast recipe's time goes" in report and "GFLOP/s" in report and "Floor: " in report
+
+
+@pytest.mark.e2e
+def test_speedrun_benchmark_smoke_run_prints_its_tables(prepared_data, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "bench/speedrun.py", "--quick", f"--out={tmp_path}", f"--data_dir={DATA_DIR}",
+         f"--tfds_manual_dir={TFDS_MANUAL_DIR}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "speedrun.md").read_text()
+    assert "| speedrun | speedrun | 1 | 1 |" in report and "| strong | vgg | 1 | 1 |" in report
+    assert "strong / speedrun = **" in report and "load average" in report
+    assert "**speedrun, --recipe=speedrun**" in report and "**vgg, --recipe=strong**" in report
 
 
 def test_the_ablation_builds_up_to_the_fast_recipe_with_the_trainers_own_flags():

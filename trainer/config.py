@@ -26,11 +26,13 @@ def _location_message(name):
 @dataclasses.dataclass(frozen=True)
 class Job:
     """What to train, on which data, where the results go and how the run is executed."""
-    model: str = setting("cnn", "Which registered model to train.", choices=models.names)
+    model: str = setting("cnn", "Which registered model to train. Unset with --recipe=speedrun: its own network, "
+                                "speedrun.", choices=models.names)
     recipe: str = setting(
         recipes.DEFAULT, "How it is trained: fast (the seed's accuracy in a fraction of its time), seed (the "
-                         "notebook's: Adam 1e-3, batch 32, 10 epochs), strong (for vgg). Every recipe setting below "
-                         "can be overridden.", choices=recipes.names)
+                         "notebook's: Adam 1e-3, batch 32, 10 epochs), strong (for vgg), speedrun (the strong recipe's "
+                         "accuracy in a fraction of its time, on its own network). Every recipe setting below can "
+                         "be overridden.", choices=recipes.names)
     precision: str = setting(
         "auto", "Number format of training. auto: mixed bfloat16 when the recipe asks for mixed precision and the "
                 "hardware computes bfloat16 natively (AVX512_BF16 or AMX CPUs, GPUs of compute capability 8.0+), "
@@ -124,6 +126,7 @@ def build(values, environ=None):
     problem = cross_check(values)
     if problem:
         raise UserError(problem)
+    values = with_recipe_model(values)
     job_values = {}
     for declared in job_settings():
         value = values.get(declared.name)
@@ -148,8 +151,20 @@ def build(values, environ=None):
     return RunConfig(job=job, recipe=recipe, flags=flags)
 
 
+def with_recipe_model(values):
+    """`values` with the model resolved: as given, else the recipe's own network (recipes.OWN_MODELS), else the
+    flag's default (cnn). metrics.json's `flags` records the model trained."""
+    if values.get("model") is not None:
+        return values
+    default = next(d.default for d in job_settings() if d.name == "model")
+    return {**values, "model": recipes.own_model(values.get("recipe") or recipes.DEFAULT) or default}
+
+
 def from_flags(flag_values, environ=None):
-    return build({d.name: flag_values[d.name].value for d in all_settings()}, environ)
+    values = {d.name: flag_values[d.name].value for d in all_settings()}
+    if not flag_values["model"].present:  # absl fills in the default: "not given" lets the recipe choose
+        values["model"] = None
+    return build(values, environ)
 
 
 def make(environ=None, **values):

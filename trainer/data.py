@@ -120,12 +120,22 @@ def train_dataset(images, labels, batch_size, input_shape, seed, augmentation=No
 
     indices = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(first_batch)
     ds = tf.data.Dataset.zip((indices, tf.data.Dataset.counter(start_step)))
-    ds = ds.map(lambda index, step: (scale(tf.gather(images, index), IMAGE_SHAPE), tf.gather(labels, index), step),
-                num_parallel_calls=PARALLEL_CALLS)
+    ds = ds.map(lambda index, step: (scale(tf.gather(images, index), IMAGE_SHAPE), tf.gather(labels, index), step,
+                                     index), num_parallel_calls=PARALLEL_CALLS)
     if augmentation is not None and augmentation.enabled:
-        ds = ds.map(lambda x, y, step: (augment(x, tf.stack([tf.constant(seed, tf.int64), step]), augmentation), y,
-                                        step), num_parallel_calls=PARALLEL_CALLS)
-    ds = ds.map(lambda x, y, step: (tf.reshape(x, [-1, *input_shape]), y))
+        steps = steps_per_epoch(count, batch_size)
+        # Alternating flip: image i is mirrored in epoch e when its coin (keyed by the seed alone) differs from
+        # e's parity; so every image is seen both ways round in every two epochs, and the rule is a function of
+        # (seed, step, index) like the rest of the stream.
+        coins = tf.random.stateless_uniform([count], seed=[seed, -1]) < 0.5 if augmentation.alternating_flip else None
+
+        def augment_batch(x, y, step, index):
+            mirror = None
+            if coins is not None:
+                mirror = tf.not_equal(tf.gather(coins, index), tf.equal((step // steps) % 2, 1))
+            return augment(x, tf.stack([tf.constant(seed, tf.int64), step]), augmentation, mirror), y, step, index
+        ds = ds.map(augment_batch, num_parallel_calls=PARALLEL_CALLS)
+    ds = ds.map(lambda x, y, step, index: (tf.reshape(x, [-1, *input_shape]), y))
     return ds.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
@@ -136,11 +146,12 @@ def eval_dataset(images, labels, input_shape, batch_size=EVAL_BATCH_SIZE):
     return ds.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
-def augment(images, seed_pair, augmentation):
+def augment(images, seed_pair, augmentation, mirror=None):
     """Randomly shifted, mirrored and erased copies of float images [B, 28, 28, 1], each image its own draw.
 
     Shift and flip are one projective transform per image (nearest pixel, zero fill), so the whole batch is a
-    single op; erasing builds each image's rectangle as a mask from coordinate grids.
+    single op; erasing builds each image's rectangle as a mask from coordinate grids. `mirror` (bool [B]), when
+    given, says which images to mirror (alternating flip) instead of a random draw.
     """
     batch = tf.shape(images)[0]
     height, width = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
@@ -149,11 +160,12 @@ def augment(images, seed_pair, augmentation):
     def uniform(i, minval=0.0, maxval=1.0, shape=None):
         return tf.random.stateless_uniform(shape if shape is not None else [batch], seeds[i], minval, maxval)
 
-    if augmentation.max_shift or augmentation.horizontal_flip:
+    if augmentation.max_shift or augmentation.horizontal_flip or mirror is not None:
         shift = float(augmentation.max_shift)
         dx = tf.round(uniform(0, -shift - 0.49, shift + 0.49)) if shift else tf.zeros([batch])
         dy = tf.round(uniform(1, -shift - 0.49, shift + 0.49)) if shift else tf.zeros([batch])
-        mirror = uniform(2) < 0.5 if augmentation.horizontal_flip else tf.zeros([batch], tf.bool)
+        if mirror is None:
+            mirror = uniform(2) < 0.5 if augmentation.horizontal_flip else tf.zeros([batch], tf.bool)
         # Output pixel (x, y) reads input (a0 x + a2, y + b2): a0 = -1 mirrors, a2/b2 shift.
         a0 = tf.where(mirror, -1.0, 1.0)
         a2 = tf.where(mirror, float(width - 1), 0.0) + dx

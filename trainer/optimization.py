@@ -16,7 +16,8 @@ def optimizer(recipe, steps_per_epoch):
     rate = learning_rate(recipe, steps_per_epoch)
     decay = recipe.weight_decay or None
     if recipe.optimizer == "sgd":
-        chosen = tf_keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=decay)
+        chosen = NesterovSGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=decay,
+                             bias_learning_rate_factor=recipe.bias_learning_rate_factor)
     elif recipe.optimizer == "adam":
         chosen = tf_keras.optimizers.Adam(learning_rate=rate, weight_decay=decay)
     else:
@@ -24,6 +25,31 @@ def optimizer(recipe, steps_per_epoch):
     if decay:
         chosen.exclude_from_weight_decay(var_names=list(NOT_DECAYED))
     return chosen
+
+
+class NesterovSGD(tf_keras.optimizers.SGD):
+    """SGD whose biases and batch-norm shifts learn `bias_learning_rate_factor` times faster than the kernels.
+
+    With momentum SGD, scaling a variable's gradient by k is scaling its learning rate by k (its decoupled weight
+    decay, which the optimizer applies apart, is unchanged): one optimizer, one set of slots, any strategy.
+    """
+
+    def __init__(self, *args, bias_learning_rate_factor=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bias_learning_rate_factor = float(bias_learning_rate_factor)
+
+    def update_step(self, gradient, variable):
+        if self.bias_learning_rate_factor != 1.0 and is_shift(variable):
+            gradient = gradient * tf.cast(self.bias_learning_rate_factor, gradient.dtype)
+        return super().update_step(gradient, variable)
+
+    def get_config(self):
+        return {**super().get_config(), "bias_learning_rate_factor": self.bias_learning_rate_factor}
+
+
+def is_shift(variable):
+    """A bias or a batch norm's shift (beta), by the variable's own name."""
+    return variable.name.split("/")[-1].split(":")[0] in ("bias", "beta")
 
 
 def learning_rate(recipe, steps_per_epoch):

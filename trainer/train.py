@@ -54,7 +54,7 @@ def run(cfg, splits=None, strategy=None):
         tf_keras.utils.set_random_seed(job.seed)  # the initial weights follow; the stream is keyed by its own seed
         start_step = run_guard.resume_step(data.steps_per_epoch(len(splits.train[1]), recipe.batch_size))
         train, validation = datasets(cfg, splits, start_step)
-        model, policy = build_model(cfg, strategy, len(splits.train[1]))
+        model, policy = build_model(cfg, strategy, len(splits.train[1]), train_images=splits.train[0])
         staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
         history, train_seconds = fit(cfg, model, splits, train, validation,
                                      log_dir=tensorboard_dir(job, output, chief, staging), chief=chief,
@@ -130,12 +130,16 @@ def load_splits(job):
     return data.load_splits(builder, job.train_examples, job.validation_split)
 
 
-def build_model(cfg, strategy, train_examples):
-    """The registered model, compiled with the recipe, its variables created under the strategy."""
+def build_model(cfg, strategy, train_examples, train_images=None):
+    """The registered model, compiled with the recipe, its variables created under the strategy (and set from the
+    training images, for a model whose registry entry initialises from data)."""
     recipe = cfg.recipe
     policy = precision.resolve(cfg.job.precision, recipe.mixed_precision)
+    spec = models.get(cfg.job.model)
     with strategy.scope(), precision.policy(policy):
-        model = models.get(cfg.job.model).build()
+        model = spec.build()
+        if spec.initialize and train_images is not None:
+            spec.initialize(model, train_images)
         model.compile(
             optimizer=optimization.optimizer(recipe, data.steps_per_epoch(train_examples, recipe.batch_size)),
             loss=optimization.crossentropy(recipe.label_smoothing),
