@@ -23,7 +23,7 @@ from trainer import errors, train
 from trainer.resilience import callback_state, checkpoints, signals
 
 # The fast recipe (64 steps per execution) on a CNN: 24,000 examples at batch 128 are 188 steps an epoch, three
-# executions (64, 64, 60) of about a second each here, so a SIGTERM sent just after "Epoch 2/2" lands inside the
+# executions (64, 64, 60) of about a second each here, so a SIGTERM sent just after "epoch 1/2: " (epoch 1 done) lands inside the
 # epoch's first or second execution: mid-epoch, at no backup boundary (the per-epoch backup is at step 188).
 STEPS_PER_EPOCH, STEPS_PER_EXECUTION = 188, 64
 FAST = ("--model=cnn", "--recipe=fast", "--train_examples=24000", "--epochs=2")
@@ -48,7 +48,7 @@ def test_sigterm_mid_epoch_with_per_epoch_backups_saves_the_step_and_the_rerun_e
     args = (*FAST, f"--output_dir={out}", *data_flags())
     log = tmp_path / "first.log"
     first = start_trainer(*args, log_path=log)
-    wait_for_line(log, "Epoch 2/2", first)
+    wait_for_line(log, "epoch 1/2: ", first)  # epoch 2 is being trained
     time.sleep(0.2)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=60) == errors.RETRY
@@ -270,13 +270,13 @@ def test_early_stopping_across_a_sigkill_and_a_sigterm_ends_as_the_uninterrupted
     out = tmp_path / "out"
     log = tmp_path / "killed.log"
     killed = start_trainer(*args, f"--output_dir={out}", log_path=log)
-    wait_for_line(log, "Epoch 4/14", killed)
+    wait_for_line(log, "epoch 3/14: ", killed)  # epoch 3 backed up, epoch 4 begun
     killed.send_signal(signal.SIGKILL)
     assert killed.wait(timeout=60) == -signal.SIGKILL
 
     log = tmp_path / "stopped.log"
     stopped = start_trainer(*args, f"--output_dir={out}", log_path=log)
-    wait_for_line(log, "Epoch 5/14", stopped)
+    wait_for_line(log, "epoch 4/14: ", stopped)  # epoch 5 begun
     time.sleep(0.3)
     stopped.send_signal(signal.SIGTERM)
     assert stopped.wait(timeout=60) == errors.RETRY
