@@ -32,9 +32,3 @@ tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU"
 
 pytest_plugins = ["support.fixtures", "support.launch"]
 
-# Until every test imports them from tests/support/: the names test modules have imported from conftest.
-from support.data import (DATA_DIR, ROOT, TFDS_MANUAL_DIR, data_flags, splits,  # noqa: E402,F401,I100
-                          train_in_process)
-from support.fixtures import fashion, fashion_builder, gcs, prepared_data  # noqa: E402,F401
-from support.processes import (assert_ok, clean_env, free_ports, read_metrics, run_trainer,  # noqa: E402,F401
-                               start_trainer, wait_all, worker_tf_configs)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TFDS_MANUAL_DIR, splits, train_in_process
+from support.data import TFDS_MANUAL_DIR, splits, train_in_process
 from trainer import config, outputs, train
 from trainer.resilience import checkpoints, history, lease, signals
 from trainer.errors import RetryableError, UserError

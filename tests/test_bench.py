@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import DATA_DIR, ROOT, TFDS_MANUAL_DIR, splits, train_in_process
+from support.data import DATA_DIR, ROOT, TFDS_MANUAL_DIR, splits, train_in_process
 
 sys.path.insert(0, str(ROOT / "bench"))
 import score_validation  # noqa: E402

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from trainer import errors
-from conftest import (assert_ok, data_flags, read_metrics, run_trainer, splits, start_trainer, train_in_process,
-                      wait_all,
-                      worker_tf_configs)
+from support.data import data_flags, splits, train_in_process
+from support.processes import (assert_ok, read_metrics, run_trainer, start_trainer, wait_all, wait_for_line,
+                               worker_tf_configs)
 
 pytestmark = pytest.mark.e2e  # processes: many workers, kills, resumes
 
@@ -33,12 +33,6 @@ def epochs_backed_up(checkpoint_dir):
         return 0
 
 
-def wait_for_line(path, text, processes, timeout=180):
-    deadline = time.time() + timeout
-    while text not in path.read_text():
-        assert all(p.poll() is None for p in processes), f"a trainer exited before {text!r}"
-        assert time.time() < deadline, f"no {text!r} in time"
-        time.sleep(0.05)
 
 
 def wait_for_backup(checkpoint_dir, epochs, processes, timeout=300):

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from conftest import assert_ok, data_flags, read_metrics, run_trainer, start_trainer
+from support.data import data_flags
+from support.processes import assert_ok, read_metrics, run_trainer, start_trainer, wait_for_line
 from trainer import errors
 
 pytestmark = pytest.mark.e2e
@@ -18,12 +19,6 @@ RUN = ("--model=mlp", "--recipe=seed", "--batch_size=64", "--train_examples=6000
        "--backup_every_steps=20")
 
 
-def wait_for_line(path, text, process, timeout=180):
-    deadline = time.time() + timeout
-    while text not in path.read_text():
-        assert process.poll() is None, f"the trainer exited before {text!r}:\n{path.read_text()[-3000:]}"
-        assert time.time() < deadline, f"no {text!r} in time"
-        time.sleep(0.05)
 
 
 def test_sigterm_saves_the_step_in_progress_and_the_rerun_continues_mid_epoch(prepared_data, tmp_path):

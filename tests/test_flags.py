@@ -8,7 +8,8 @@ import re
 import pytest
 from absl import flags
 
-from conftest import ROOT, data_flags, run_trainer, train_in_process
+from support.data import ROOT, data_flags, train_in_process
+from support.processes import run_trainer
 from trainer import config, errors, flags as trainer_flags, recipes, settings
 from trainer.errors import UserError
 

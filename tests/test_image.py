@@ -34,7 +34,7 @@ import uuid
 import pytest
 import yaml
 
-from conftest import DATA_DIR, TFDS_MANUAL_DIR
+from support.data import DATA_DIR, TFDS_MANUAL_DIR
 
 pytestmark = pytest.mark.image
 

@@ -14,7 +14,8 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, clean_env, data_flags, read_metrics, splits, train_in_process
+from support.data import ROOT, data_flags, splits, train_in_process
+from support.processes import clean_env, read_metrics
 
 KATIB_METRIC_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"  # its StdOut collector's default
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+): loss [\d.]+, accuracy [\d.]+(, val_loss [\d.]+, val_accuracy [\d.]+)?, "
@@ -267,7 +268,7 @@ def scrape(port):
 
 @pytest.mark.e2e
 def test_a_scrape_mid_run_parses_and_its_step_counter_moves_on(prepared_data, tmp_path):
-    from conftest import free_ports
+    from support.processes import free_ports
     [port] = free_ports(1)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "trainer.task", "--model=mlp", "--recipe=seed", "--train_examples=12000",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import splits, train_in_process
+from support.data import splits, train_in_process
 from trainer import models, precision, recipes  # noqa: I100  (the trainer picks tf-keras before TensorFlow loads)
 
 import tensorflow as tf  # noqa: E402

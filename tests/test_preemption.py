@@ -17,24 +17,19 @@ import pytest
 
 import tf_keras
 
-from conftest import (ROOT, assert_ok, clean_env, data_flags, read_metrics, run_trainer, splits, start_trainer,
-                      train_in_process, wait_all, worker_tf_configs)
+from support.data import ROOT, data_flags, splits, train_in_process
+from support.processes import (assert_ok, clean_env, read_metrics, run_trainer, start_trainer, wait_all, wait_for_line,
+                               worker_tf_configs)
 from trainer import errors, train
 from trainer.resilience import callback_state, checkpoints, signals
 
 # The fast recipe (64 steps per execution) on a CNN: 24,000 examples at batch 128 are 188 steps an epoch, three
-# executions (64, 64, 60) of about a second each here, so a SIGTERM sent just after "epoch 1/2: " (epoch 1 done) lands inside the
-# epoch's first or second execution: mid-epoch, at no backup boundary (the per-epoch backup is at step 188).
+# executions (64, 64, 60) of about a second each here, so a SIGTERM sent just after "epoch 1/2: " (epoch 1 done)
+# lands inside epoch 2's first or second execution: mid-epoch, at no backup boundary (the backup is at step 188).
 STEPS_PER_EPOCH, STEPS_PER_EXECUTION = 188, 64
 FAST = ("--model=cnn", "--recipe=fast", "--train_examples=24000", "--epochs=2")
 
 
-def wait_for_line(path, text, process, timeout=300):
-    deadline = time.time() + timeout
-    while text not in path.read_text():
-        assert process.poll() is None, f"the trainer exited before {text!r}:\n{path.read_text()[-3000:]}"
-        assert time.time() < deadline, f"no {text!r} in time"
-        time.sleep(0.02)
 
 
 @pytest.mark.e2e

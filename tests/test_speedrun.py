@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from conftest import splits, train_in_process
+from support.data import splits, train_in_process
 from trainer import config, data, distribution, models, optimization, recipes
 
 

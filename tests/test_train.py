@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import read_metrics, splits, train_in_process
+from support.data import splits, train_in_process
+from support.processes import read_metrics
 from trainer import distribution, recipes
 
 SEED_RECIPE = dict(recipe="seed", epochs=1)

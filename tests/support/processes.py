@@ -4,6 +4,7 @@ variables of this environment; its result, free ports and a cluster's TF_CONFIG 
 import json
 import subprocess
 import sys
+import time
 
 from bench.common import LAUNCHER_ENV, clean_env, free_ports  # noqa: F401  (shared with the benchmark scripts)
 from support.data import ROOT
@@ -41,3 +42,14 @@ def worker_tf_configs(count):
     hosts = [f"localhost:{port}" for port in free_ports(count)]
     return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
             for i in range(count)]
+
+
+def wait_for_line(path, text, processes, timeout=300):
+    """Waits until the log at `path` holds `text`, while every one of `processes` (one, or a list) still runs."""
+    processes = processes if isinstance(processes, (list, tuple)) else [processes]
+    deadline = time.time() + timeout
+    while text not in path.read_text():
+        exited = [p for p in processes if p.poll() is not None]
+        assert not exited, f"a trainer exited before {text!r}:\n{path.read_text()[-3000:]}"
+        assert time.time() < deadline, f"no {text!r} in time"
+        time.sleep(0.02)
