@@ -3,23 +3,21 @@ runs many steps per call into the train function, stopped by SIGTERM in the midd
 
 tests/test_faults.py stops a run with `--backup_every_steps` and one step per execution; this file pins what every
 launcher actually runs (per-epoch backups, the fast recipe's 64 steps per execution), a stop at an epoch's last
-step, early stopping across a preemption (its state is part of the backup), and the exit-code contract of the
-README. The in-process tests stop `fit` from a callback hook, as the signal watcher would.
+step and early stopping across a preemption (its state is part of the backup); tests/test_exit_codes.py pins the
+exit-code contract, tests/test_elastic.py a resume on another worker count. The in-process tests stop `fit` from
+a callback hook, as the signal watcher would.
 """
 
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 import tf_keras
 
-from support.data import ROOT, data_flags, splits, train_in_process
-from support.processes import (assert_ok, clean_env, read_metrics, run_trainer, start_trainer, wait_all, wait_for_line,
-                               worker_tf_configs)
+from support.data import data_flags, splits, train_in_process
+from support.processes import assert_ok, read_metrics, run_trainer, start_trainer, wait_for_line
 from trainer import errors, train
 from trainer.resilience import callback_state, checkpoints, signals
 
@@ -67,71 +65,6 @@ def test_sigterm_mid_epoch_with_per_epoch_backups_saves_the_step_and_the_rerun_e
 
 
 # ---- the exit-code contract, literally ------------------------------------------------------------------------
-
-# A bug planted in a real trainer process, through the command line's own entry point: the trainer's code stays
-# free of test seams. It strikes after training, where only a bug could raise this.
-PLANTED_BUG = """
-import sys
-from trainer import task, train
-
-def weights_fingerprint(model):
-    raise ZeroDivisionError("a bug planted by tests/test_preemption.py")
-
-train.weights_fingerprint = weights_fingerprint
-sys.argv = ["fmnist-train", *sys.argv[1:]]
-task.run()
-"""
-TINY = ("--model=mlp", "--recipe=seed", "--train_examples=512", "--epochs=1")
-
-
-def readme_exit_statuses():
-    """{status: meaning} from the README's exit-code table, in its order."""
-    section = (ROOT / "README.md").read_text().split("### Exit codes", 1)[1].split("\n### ", 1)[0]
-    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", section, re.M)
-    return {int(status): meaning.strip() for status, meaning in rows}
-
-
-def test_the_exit_statuses_are_the_readmes_literally():
-    """0/2/75/1 here are numbers, not errors.* constants: a launcher's podFailurePolicy and retry rules are
-    written against the numbers, so a constant that drifts must fail a test."""
-    table = readme_exit_statuses()
-    assert list(table) == [0, 2, 75, 1], table
-    assert table[0].startswith("finished") and table[2].startswith("a mistake a retry cannot fix")
-    assert table[75].startswith("retry me") and table[1].startswith("an unexpected crash (a bug)")
-    assert (errors.FINISHED, errors.PERMANENT, errors.RETRY, errors.CRASHED) == (0, 2, 75, 1)
-
-
-@pytest.mark.e2e
-def test_each_exit_status_from_a_real_trainer_process(prepared_data, tmp_path):
-    # 2: a mistake a retry cannot fix, one line.
-    bad = run_trainer("--epochs=0", f"--output_dir={tmp_path / 'bad'}")
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
-    assert bad.stderr.strip().startswith("fmnist-train: error: ") and len(bad.stderr.strip().splitlines()) == 1
-
-    # 75: SIGTERM outside training (here: while the data loads) says "retry me" at once.
-    log = tmp_path / "stopped.log"
-    stopped = start_trainer(*TINY, f"--output_dir={tmp_path / 'stopped'}", *data_flags(), log_path=log)
-    wait_for_line(log, "Output in ", stopped)
-    stopped.send_signal(signal.SIGTERM)
-    assert stopped.wait(timeout=30) == 75, log.read_text()[-3000:]
-    assert "stopped by SIGTERM outside training" in log.read_text()
-
-    # 1: a crash (a bug) exits 1 with its traceback, not a one-line message, and keeps the backup for a rerun.
-    out = tmp_path / "crashed"
-    args = (*TINY, f"--output_dir={out}", *data_flags())
-    crashed = subprocess.run([sys.executable, "-c", PLANTED_BUG, *args], cwd=ROOT, env=clean_env(),
-                             capture_output=True, text=True, timeout=600)
-    assert crashed.returncode == 1, crashed.stderr[-3000:]
-    assert "Traceback (most recent call last)" in crashed.stderr
-    assert "ZeroDivisionError: a bug planted by tests/test_preemption.py" in crashed.stderr
-    assert "fmnist-train: error:" not in crashed.stderr and not (out / "metrics.json").exists()
-    assert (out / "checkpoints" / "chief").is_dir()
-
-    # 0: the rerun (without the bug) resumes from that backup and finishes.
-    finished = run_trainer(*args)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "continuing at epoch 2" in finished.stderr and (out / "metrics.json").is_file()
-
 
 # ---- in-process: where a stop lands, and the callbacks' state ----------------------------------------------------
 
@@ -321,59 +254,3 @@ def test_goodput_of_a_run_never_stopped(fashion, tmp_path):
     goodput = metrics["goodput"]
     assert (goodput["runs"], goodput["restarts"], goodput["steps_recomputed"]) == (1, 0, 0)
     assert 0 < goodput["useful_fraction"] < 1
-
-
-# ---- elastic resume: a backup written by N workers, resumed by M --------------------------------------------------
-
-# 47 steps an epoch of a global batch of 128 (not divisible by 3: three workers take 43, 43 and 42 of each batch).
-ELASTIC = ("--model=mlp", "--recipe=seed", "--batch_size=128", "--train_examples=6000", "--epochs=3")
-# The guarantee (docs/distributed.md): the same examples in the same order and the same global batches, so the
-# same run but for the order in which the replicas' gradients are summed. 1 -> 2 -> 1 workers ended 1.3e-6 apart
-# in test loss here; this allows far more, and far less than a change of seed (0.8122-0.8334 in accuracy).
-ELASTIC_TOLERANCE = dict(test_loss=0.005, test_accuracy=0.005)
-
-
-@pytest.fixture(scope="module")
-def one_process_reference(prepared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference")
-    assert_ok(run_trainer(*ELASTIC, f"--output_dir={out}", *data_flags()))
-    return read_metrics(out)
-
-
-def start_workers(count, args, tmp_path, name):
-    configs = worker_tf_configs(count) if count > 1 else [None]
-    return [start_trainer(*args, env={"TF_CONFIG": config} if config else None, log_path=tmp_path / f"{name}{i}.log")
-            for i, config in enumerate(configs)]
-
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 3)], ids=["2-to-1", "1-to-2", "2-to-3"])
-def test_a_backup_written_by_some_workers_resumes_on_another_count(one_process_reference, tmp_path, before, after):
-    checkpoints_dir = tmp_path / "checkpoints"
-    args = (*ELASTIC, f"--output_dir={tmp_path / 'out'}", f"--checkpoint_dir={checkpoints_dir}", *data_flags())
-    workers = start_workers(before, args, tmp_path, "before")
-    deadline = time.time() + 300
-    while not (checkpoints_dir / "history.json").exists():  # written once the backup of epoch 1 is saved
-        assert all(w.poll() is None for w in workers) and time.time() < deadline, \
-            (tmp_path / "before0.log").read_text()[-3000:]
-        time.sleep(0.05)
-    for worker in workers:  # the capacity is gone: every worker at once (a spot reclaim of the whole job)
-        worker.send_signal(signal.SIGKILL)
-    wait_all(workers, timeout=60)
-
-    workers = start_workers(after, args, tmp_path, "after")
-    logs = [tmp_path / f"after{i}.log" for i in range(after)]
-    assert wait_all(workers, timeout=600) == [0] * after, logs[0].read_text()[-3000:]
-    chief_log = logs[0].read_text()
-    assert "Traceback" not in chief_log
-    resumed = re.search(r"continuing at epoch (\d+), step 1 of 47 \(epochs 1-\d+ were done\); a backup written "
-                        rf"by {before} workers?, resumed by {after}: the same global batch", chief_log)
-    assert resumed, chief_log[-3000:]
-    metrics = read_metrics(tmp_path / "out")
-    assert metrics["num_workers"] == after and metrics["goodput"]["workers_per_run"] == [before, after]
-    assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3]
-    for key, tolerance in ELASTIC_TOLERANCE.items():
-        assert metrics[key] == pytest.approx(one_process_reference[key], abs=tolerance), key
-    print(f"\n{before} -> {after} workers: test loss {metrics['test_loss']:.7f}, accuracy "
-          f"{metrics['test_accuracy']:.4f}; one process never stopped: {one_process_reference['test_loss']:.7f}, "
-          f"{one_process_reference['test_accuracy']:.4f}")

@@ -1,0 +1,78 @@
+"""The exit-code contract every launcher acts on (the README's table): 0 finished, 2 a mistake a retry cannot fix,
+75 retry me, 1 a crash. Pinned as numbers, and shown by a real trainer process for each.
+"""
+
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from support.data import ROOT, data_flags
+from support.processes import clean_env, run_trainer, start_trainer, wait_for_line
+from trainer import errors
+
+# A bug planted in a real trainer process, through the command line's own entry point: the trainer's code stays
+# free of test seams. It strikes after training, where only a bug could raise this.
+PLANTED_BUG = """
+import sys
+from trainer import task, train
+
+def weights_fingerprint(model):
+    raise ZeroDivisionError("a bug planted by tests/test_exit_codes.py")
+
+train.weights_fingerprint = weights_fingerprint
+sys.argv = ["fmnist-train", *sys.argv[1:]]
+task.run()
+"""
+TINY = ("--model=mlp", "--recipe=seed", "--train_examples=512", "--epochs=1")
+
+
+def readme_exit_statuses():
+    """{status: meaning} from the README's exit-code table, in its order."""
+    section = (ROOT / "README.md").read_text().split("### Exit codes", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", section, re.M)
+    return {int(status): meaning.strip() for status, meaning in rows}
+
+
+def test_the_exit_statuses_are_the_readmes_literally():
+    """0/2/75/1 here are numbers, not errors.* constants: a launcher's podFailurePolicy and retry rules are
+    written against the numbers, so a constant that drifts must fail a test."""
+    table = readme_exit_statuses()
+    assert list(table) == [0, 2, 75, 1], table
+    assert table[0].startswith("finished") and table[2].startswith("a mistake a retry cannot fix")
+    assert table[75].startswith("retry me") and table[1].startswith("an unexpected crash (a bug)")
+    assert (errors.FINISHED, errors.PERMANENT, errors.RETRY, errors.CRASHED) == (0, 2, 75, 1)
+
+
+@pytest.mark.e2e
+def test_each_exit_status_from_a_real_trainer_process(prepared_data, tmp_path):
+    # 2: a mistake a retry cannot fix, one line.
+    bad = run_trainer("--epochs=0", f"--output_dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.stderr.strip().startswith("fmnist-train: error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+    # 75: SIGTERM outside training (here: while the data loads) says "retry me" at once.
+    log = tmp_path / "stopped.log"
+    stopped = start_trainer(*TINY, f"--output_dir={tmp_path / 'stopped'}", *data_flags(), log_path=log)
+    wait_for_line(log, "Output in ", stopped)
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=30) == 75, log.read_text()[-3000:]
+    assert "stopped by SIGTERM outside training" in log.read_text()
+
+    # 1: a crash (a bug) exits 1 with its traceback, not a one-line message, and keeps the backup for a rerun.
+    out = tmp_path / "crashed"
+    args = (*TINY, f"--output_dir={out}", *data_flags())
+    crashed = subprocess.run([sys.executable, "-c", PLANTED_BUG, *args], cwd=ROOT, env=clean_env(),
+                             capture_output=True, text=True, timeout=600)
+    assert crashed.returncode == 1, crashed.stderr[-3000:]
+    assert "Traceback (most recent call last)" in crashed.stderr
+    assert "ZeroDivisionError: a bug planted by tests/test_exit_codes.py" in crashed.stderr
+    assert "fmnist-train: error:" not in crashed.stderr and not (out / "metrics.json").exists()
+    assert (out / "checkpoints" / "chief").is_dir()
+
+    # 0: the rerun (without the bug) resumes from that backup and finishes.
+    finished = run_trainer(*args)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "continuing at epoch 2" in finished.stderr and (out / "metrics.json").is_file()
