@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 
 import pytest
@@ -318,6 +319,6 @@ def test_the_backups_age_comes_from_the_newest_checkpoint_until_the_backup_side_
     checkpoint.write_text("")
     os.utime(checkpoint, (time.time() - 30, time.time() - 30))
     assert 29 <= record.seconds_since_backup() <= 40  # found at the next look, not after a cache expires
-    record.backup_saved(time.time() - 2)
+    record.watch(types.SimpleNamespace(last_saved_at=time.time() - 2))  # the Backup saved 2 s ago
     record.record_restarts(3)
     assert 1.5 <= record.seconds_since_backup() <= 5 and record.restarts == 3

@@ -4,8 +4,8 @@ One small object that the fault-handling side feeds, and that works unfed: until
 can on its own.
 - `restarts`: how many times this job was restarted from a backup. Fed by `record_restarts(n)` (the goodput
   record knows every restart); unfed, 1 when this process resumed from a backup, else 0 (a lower bound).
-- `seconds_since_backup()`: fed by `backup_saved()` after every save; unfed, the age of the newest file of the
-  backup's checkpoints (Keras's BackupAndRestore writes them into <checkpoint_dir>/chief), looked up again at most
+- `seconds_since_backup()`: from the watched backup's last save (`watch(backup)`) once it made one; before that,
+  the age of the newest file of the backup's checkpoints (Keras's BackupAndRestore writes them into <checkpoint_dir>/chief), looked up again at most
   every CHECK_SECONDS once found, so that a scraper polling every second does not list a Cloud Storage folder
   each time.
 """
@@ -23,8 +23,6 @@ class FaultRecord:
     def __init__(self, checkpoint_dir, resumed=False):
         self.checkpoint_dir = checkpoint_dir.rstrip("/") if checkpoint_dir else None
         self.restarts = int(bool(resumed))
-        self._backup_time = None       # time.time() of the last save, when fed
-        self._fed_backups = False
         self._found, self._checked = None, None  # the newest checkpoint file's mtime, and when it was looked up
         self._backup = None            # a resilience.checkpoints.Backup whose saves to follow (watch)
 
@@ -32,19 +30,12 @@ class FaultRecord:
         """The number of restarts from a backup so far (this one included)."""
         self.restarts = int(count)
 
-    def backup_saved(self, when=None):
-        """Called right after the backup was saved (wall clock `when`, default now)."""
-        self._fed_backups = True
-        self._backup_time = time.time() if when is None else when
-
     def watch(self, backup):
         """Follows `backup`'s saves (its `last_saved_at`): this process's own, once it saved one."""
         self._backup = backup
 
     def last_backup_time(self):
         """Wall-clock time of the newest backup, or None when there is none yet."""
-        if self._fed_backups:
-            return self._backup_time
         if self._backup is not None and self._backup.last_saved_at is not None:
             return self._backup.last_saved_at
         now = time.monotonic()
