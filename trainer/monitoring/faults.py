@@ -5,9 +5,9 @@ can on its own.
 - `restarts`: how many times this job was restarted from a backup. Fed by `record_restarts(n)` (the goodput
   record knows every restart); unfed, 1 when this process resumed from a backup, else 0 (a lower bound).
 - `seconds_since_backup()`: from the watched backup's last save (`watch(backup)`) once it made one; before that,
-  the age of the newest file of the backup's checkpoints (Keras's BackupAndRestore writes them into <checkpoint_dir>/chief), looked up again at most
-  every CHECK_SECONDS once found, so that a scraper polling every second does not list a Cloud Storage folder
-  each time.
+  the age of the newest file of the backup's checkpoints (Keras's BackupAndRestore writes them into
+  <checkpoint_dir>/chief), looked up again at most every CHECK_SECONDS once found, so that a scraper polling
+  every second does not list a Cloud Storage folder each time.
 """
 
 import time
