@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 
 import pytest
@@ -176,6 +177,34 @@ def test_sigterm_while_waiting_for_a_peer_exits_75_at_once(prepared_data, tmp_pa
     assert worker.wait(timeout=30) == errors.RETRY
     assert time.time() - signalled < 3
     assert "stopped by SIGTERM outside training" in log.read_text()
+
+
+def test_a_peer_lost_right_after_the_meeting_ends_the_start_up_with_75_inside_the_grace_period(
+        prepared_data, tmp_path):
+    """worker-0 meets worker-1 and is gone before TensorFlow's start-up (a SIGKILL in those seconds). worker-1 is
+    then inside the strategy's start-up, which holds Python's lock, so a SIGTERM waits: the start-up must end by
+    itself well inside Kubernetes' 30 s grace period. (It waited for --cluster_timeout, 600 s, deaf to SIGTERM.)
+    worker-0 here is the test: it answers worker-1's greeting as a peer's TensorFlow server would (not JSON) and
+    closes its port."""
+    config = json.loads(worker_tf_configs(2)[1])
+    host, port = config["cluster"]["worker"][0].rsplit(":", 1)
+    log = tmp_path / "w1.log"
+    with socket.create_server((host, int(port))) as peer:
+        worker = start_trainer(*MLP_RUN, f"--output_dir={tmp_path / 'out'}", *data_flags(),
+                               env={"TF_CONFIG": json.dumps(config)}, log_path=log)
+        peer.settimeout(120)
+        connection, _ = peer.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"\x00not the peer's greeting\n")
+    time.sleep(2)  # worker-1 is in the strategy's start-up now
+    signalled = time.time()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == errors.RETRY
+    assert time.time() - signalled < 25, log.read_text()[-2000:]
+    text = log.read_text()
+    assert re.search(r"fmnist-train: error: (lost contact with worker-0|stopped by SIGTERM)", text), text[-2000:]
+    assert "Traceback" not in text and "training epochs" not in text
 
 
 def test_workers_started_with_other_settings_never_train_together(prepared_data, tmp_path):

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -76,3 +77,19 @@ def test_each_exit_status_from_a_real_trainer_process(prepared_data, tmp_path):
     finished = run_trainer(*args)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "continuing at epoch 2" in finished.stderr and (out / "metrics.json").is_file()
+
+
+def test_a_sigterm_after_the_result_is_published_never_ends_the_run_by_the_signal(prepared_data, tmp_path):
+    """The result is out ("Test accuracy", metrics.json written): a SIGTERM then has nothing to save, and the run
+    still ends by the contract (0, or 75 a moment before the end), not killed by the signal (-15: the default
+    action, once the interpreter's shutdown had put it back, every time here before the fix)."""
+    statuses = []
+    for delay in (0.2, 0.6):
+        log = tmp_path / f"finished-{delay}.log"
+        process = start_trainer(*TINY, f"--output_dir={tmp_path / str(delay)}", *data_flags(), log_path=log)
+        wait_for_line(log, "Test accuracy", process)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        statuses.append(process.wait(timeout=60))
+        assert (tmp_path / str(delay) / "metrics.json").is_file()
+    assert set(statuses) <= {0, 75}, statuses

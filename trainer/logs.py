@@ -37,9 +37,11 @@ COLLECTIVE_ABORT_NOISE = re.compile(
     r"hierarchical_tree_broadcaster|collective_param_resolver_distributed|collective_rma_distributed|"
     r"coordination_service_agent|coordination_service|coordination_service_error_util|preemption_notifier|"
     r"grpc_worker_cache|grpc_remote_worker|rpc_collective_executor_mgr|device_resolver_distributed|"
-    r"local_rendezvous)\.cc:\d+\]"
+    r"local_rendezvous|context_distributed_manager)\.cc:\d+\]"
     r"|^\s*(The tasks have crashed|Additional GRPC error information|\[type\.googleapis\.com/tensorflow\.|"
-    r":UNKNOWN:Error received from peer|The error could be from a previous operation)"
+    r":UNKNOWN:Error received from peer|The error could be from a previous operation|"
+    r"RPC: /tensorflow\.)"
+    r"|^\s*$"
     r"|^\s*\[\[\{\{node [^}]*Collective"
     r"|^\s*/job:\w+/replica:\d+/task:\d+\s*$"
     r"|^\s*:\{\\?\"created\\?\":")

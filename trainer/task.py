@@ -4,28 +4,34 @@ It ends with the exit-code contract of `trainer.errors`: 0 finished; 2 a mistake
 saying what to do, never a traceback); 75 "retry me" (a rerun resumes from the backup).
 """
 
-from absl import app, flags
+from absl import app
 
-import trainer  # noqa: F401  (selects tf-keras before TensorFlow loads)
-from trainer import cli, config, errors, flags as trainer_flags, logs
+# Only what starts no thread, before `run` blocks the stop signals: a thread inherits its creator's signal mask, and
+# one thread left with SIGTERM unblocked takes the signal itself, away from the watcher (resilience/signals.py).
+# numpy's OpenBLAS pool starts with `import numpy` (trainer.models, through trainer.config), so the rest of the
+# trainer is imported inside `run`.
 from trainer.resilience import signals
-from trainer.errors import RetryableError, UserError
 
-FLAGS = flags.FLAGS
-# The trainer's flags are absl's global FLAGS (trainer/flags.py), beside absl's own logging flags.
-COMMAND = cli.Command("fmnist-train", "fmnist-train (or python -m trainer.task) --model=cnn --output_dir=PATH [flags]",
-                      flag_values=FLAGS, help_module=trainer_flags)
-_fail = COMMAND.fail
-parse_flags = COMMAND.parse
+
+def command():
+    """The trainer's command line (its flags are absl's global FLAGS, which `trainer.flags` defines on import)."""
+    from absl import flags
+    from trainer import cli, flags as trainer_flags
+    return cli.Command("fmnist-train", "fmnist-train (or python -m trainer.task) --model=cnn --output_dir=PATH "
+                       "[flags]", flag_values=flags.FLAGS, help_module=trainer_flags)
 
 
 def main(argv):
+    from absl import flags
+    from trainer import config, errors, logs
+    from trainer.errors import RetryableError, UserError
+    fail = command().fail
     if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])!r}: every setting is a --flag (see --help).")
+        fail(f"unexpected arguments {' '.join(argv[1:])!r}: every setting is a --flag (see --help).")
     try:
-        cfg = config.from_flags(FLAGS)
+        cfg = config.from_flags(flags.FLAGS)
     except UserError as error:
-        _fail(str(error))
+        fail(str(error))
     logs.configure()
     with logs.quiet_native_startup():  # TensorFlow only once the flags are known to be good
         import tensorflow as tf
@@ -36,15 +42,16 @@ def main(argv):
     try:
         train.run(cfg)
     except UserError as error:
-        _fail(str(error))
+        fail(str(error))
     except RetryableError as error:  # also a lost peer worker (trainer.resilience.guard)
-        _fail(str(error), errors.RETRY)
+        fail(str(error), errors.RETRY)
+    signals.PROCESS.finished()
 
 
 def run():
     """Console-script entry point."""
-    signals.PROCESS.watch()  # before TensorFlow starts any thread
-    app.run(main, flags_parser=parse_flags)
+    signals.PROCESS.watch()  # before anything starts a thread: numpy's pool, TensorFlow's
+    app.run(main, flags_parser=command().parse)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ FIRST_WAIT_LINE_SECONDS = 5.0   # the first line about who is missing, then one 
 WAIT_LINE_SECONDS = 30.0
 PROBE_SECONDS = 0.5       # between two rounds of connecting to the peers not met yet
 CONNECT_SECONDS = 2.0
+# How long the strategy's own start-up, after the meeting, may wait for every peer to register with TensorFlow's
+# coordination service. The peers were all up a moment before, so this bounds only a peer lost in between; and that
+# wait is inside TensorFlow, holding Python's lock, where a SIGTERM waits for it to end: 15 s keeps the SIGTERM's
+# exit (75) inside Kubernetes' 30 s grace period (seen: a worker whose peer was SIGKILLed there hung for the whole
+# --cluster_timeout, 600 s, deaf to SIGTERM).
+REGISTER_SECONDS = 15.0
 # The job's settings that do not change training: where things are read and written, how long to wait.
 LOCAL_SETTINGS = ("output_dir", "checkpoint_dir", "tensorboard_dir", "data_dir", "tfds_manual_dir", "overwrite",
                   "cluster_timeout")

@@ -74,8 +74,9 @@ class RunGuard:
         if many:
             cluster.ClusterStartup(self.tf_config, cluster.training_settings(self.cfg), timeout).form()
         try:
+            register = min(timeout, cluster.REGISTER_SECONDS) if timeout else cluster.REGISTER_SECONDS
             return distribution.get_strategy(self.job.strategy, self.tf_config,
-                                             register_timeout_seconds=timeout if many else 0)
+                                             register_timeout_seconds=register if many else 0)
         except LOST_PEER_ERRORS as error:
             raise lost_contact(error, self.checkpoint_dir, distribution.task_name(self.tf_config)) from None
 
