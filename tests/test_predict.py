@@ -100,7 +100,13 @@ def test_a_folder_gives_one_line_per_image_in_order_with_errors_alone(folder, tm
 def test_small_batches_stream_in_the_same_order(folder, tmp_path, run_predict):
     run_predict([folder], tmp_path / "a.jsonl")
     run_predict([folder], tmp_path / "b.jsonl", batch_size=3, readers=2)
-    assert read_lines(tmp_path / "a.jsonl") == read_lines(tmp_path / "b.jsonl")
+    whole, small = read_lines(tmp_path / "a.jsonl"), read_lines(tmp_path / "b.jsonl")
+    # The same lines in the same order. The probabilities to their last printed digit: oneDNN's kernels depend on
+    # the batch's size, so a batch of 3 and one of all the images differ by 1e-6 on an AVX2-only CPU (seen).
+    assert [{k: v for k, v in line.items() if k != "probabilities"} for line in small] == \
+        [{k: v for k, v in line.items() if k != "probabilities"} for line in whole]
+    for a, b in zip(whole, small):
+        assert b.get("probabilities") == pytest.approx(a.get("probabilities"), abs=2e-6), a["name"]
 
 
 def test_files_globs_and_folders_keep_the_order_given(folder, tmp_path, run_predict):

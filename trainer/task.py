@@ -21,6 +21,14 @@ def command():
                        "[flags]", flag_values=flags.FLAGS, help_module=trainer_flags)
 
 
+def __getattr__(name):
+    """`trainer.task.COMMAND`, as every entry point has one (the launcher tests parse their flags with it), built
+    on first use: see the imports above."""
+    if name == "COMMAND":
+        return command()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def main(argv):
     from absl import flags
     from trainer import config, errors, logs
