@@ -4,6 +4,8 @@ It ends with the exit-code contract of `trainer.errors`: 0 finished; 2 a mistake
 saying what to do, never a traceback); 75 "retry me" (a rerun resumes from the backup).
 """
 
+import functools
+
 from absl import app
 
 # Only what starts no thread, before `run` blocks the stop signals: a thread inherits its creator's signal mask, and
@@ -13,8 +15,10 @@ from absl import app
 from trainer.resilience import signals
 
 
+@functools.cache
 def command():
-    """The trainer's command line (its flags are absl's global FLAGS, which `trainer.flags` defines on import)."""
+    """The trainer's command line, one per process (its flags are absl's global FLAGS, which `trainer.flags`
+    defines on import)."""
     from absl import flags
     from trainer import cli, flags as trainer_flags
     return cli.Command("fmnist-train", "fmnist-train (or python -m trainer.task) --model=cnn --output_dir=PATH "

@@ -73,10 +73,9 @@ class RunGuard:
                 and distribution.resolved_name(self.job.strategy, self.tf_config) == "multi_worker_mirrored")
         if many:
             cluster.ClusterStartup(self.tf_config, cluster.training_settings(self.cfg), timeout).form()
+        register = min(timeout or cluster.REGISTER_SECONDS, cluster.REGISTER_SECONDS) if many else 0
         try:
-            register = min(timeout, cluster.REGISTER_SECONDS) if timeout else cluster.REGISTER_SECONDS
-            return distribution.get_strategy(self.job.strategy, self.tf_config,
-                                             register_timeout_seconds=register if many else 0)
+            return distribution.get_strategy(self.job.strategy, self.tf_config, register_timeout_seconds=register)
         except LOST_PEER_ERRORS as error:
             raise lost_contact(error, self.checkpoint_dir, distribution.task_name(self.tf_config)) from None
 

@@ -1,15 +1,17 @@
 """SIGTERM and SIGINT: how a cluster (or an operator) stops the job politely.
 
-The command line blocks both signals in every thread before TensorFlow starts (TensorFlow's threads inherit the
-mask, and so its own SIGTERM handlers never see them) and takes them in one watcher thread, so they are handled
-even while the main thread waits inside TensorFlow (a multi-worker strategy waiting for its peers, a long op):
+The command line blocks both signals before anything starts a thread (numpy's pool, TensorFlow's: they inherit
+the mask, so neither they nor TensorFlow's own SIGTERM handlers take the signal) and takes them in one watcher
+thread, so they are handled while the main thread waits inside TensorFlow (a long op; not inside the
+multi-worker strategy's start-up, which holds Python's lock: cluster.REGISTER_SECONDS bounds that wait):
 - during `fit`, the first one asks the training in progress (checkpoints.Backup) to save the step in progress and
   stop (under many workers: all of them at the same step, agreement.StopAgreement); if training does not get there
   within STOP_DEADLINE_SECONDS (stuck in a collective with a lost peer), the process exits anyway;
 - anywhere else, or a second time, the process exits at once: before training nothing is in progress, after it
   the backup is complete. Exiting, not raising: an exception raised in the middle of an import or a file write
   could leave a broken state behind.
-Either way the exit status is the contract's "retry me". No TensorFlow here.
+Either way the exit status is the contract's "retry me". Once the result is published (`finished`), both are
+ignored: the run ends 0. No TensorFlow here.
 
 A process has one set of signal handlers, so it has one `StopSignals` object, `PROCESS`; its state (the signal
 received, the training it stops, what to release before exiting) lives on it.
