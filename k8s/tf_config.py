@@ -17,14 +17,18 @@ and worker 0 is the chief (the trainer's rule when the cluster names no `chief`)
 | `JOB_NAME` | the (child) Job's name (the pod label `job-name`) | needed by the default template |
 | `WORKER_SERVICE` | the headless Service, the pods' `subdomain` | needed by the default template |
 | `TF_CONFIG_PORT` | the port every worker listens on | 2222 |
-| `WORKER_HOST_TEMPLATE` | the address of worker `{index}`; may use `{index}`, `{job}`, `{service}`, `{port}` | `{job}-{index}.{service}:{port}` |
+| `JOBSET_NAME` | the JobSet's name (the pod label `jobset.sigs.k8s.io/jobset-name`) | needed by `{jobset}` |
+| `WORKER_HOST_TEMPLATE` | the address of worker `{index}`; may use `{index}`, `{job}`, `{service}`, `{jobset}`, `{port}` | `{job}-{index}.{service}:{port}` |
 | `TF_CONFIG_HOSTS` | comma-separated `host:port` of every worker, in index order; overrides the three above | unset |
 
 The default template gives the DNS names Kubernetes creates for an Indexed Job whose pods have `subdomain` set
 to a headless Service: `<job>-<index>.<service>`. In a JobSet (`network.enableDNSHostnames`) the child Job is
 named `<jobset>-<replicatedJob>-<jobIndex>`, so the same template gives the names JobSet documents,
 `<jobset>-<replicatedJob>-<jobIndex>-<podIndex>.<subdomain>` (one replicated Job, one replica: the cluster is
-that child Job's pods). To run the same command as local processes, give each
+that child Job's pods). A Kubeflow Trainer TrainJob (k8s/trainjob) is a JobSet named after the TrainJob, of one
+replicated Job `node` whose subdomain is the JobSet's name: its runtime sets
+`WORKER_HOST_TEMPLATE={jobset}-node-0-{index}.{jobset}:{port}`, JOBSET_NAME through the downward API and WORKER_COUNT
+to the TrainJob's numNodes. To run the same command as local processes, give each
 process its own index and the local addresses instead, e.g.
 `TF_CONFIG_HOSTS=localhost:23456,localhost:23457 JOB_COMPLETION_INDEX=1 python3 k8s/tf_config.py fmnist-train ...`.
 
@@ -70,16 +74,17 @@ def worker_hosts(environ):
         if "{index}" not in template:
             raise ConfigError(f"WORKER_HOST_TEMPLATE={template!r} must contain {{index}}: every worker needs its own "
                               "address")
-        fields = {"port": environ.get("TF_CONFIG_PORT") or DEFAULT_PORT,
-                  "job": environ.get("JOB_NAME", ""), "service": environ.get("WORKER_SERVICE", "")}
-        for placeholder, variable in (("{job}", "JOB_NAME"), ("{service}", "WORKER_SERVICE")):
+        fields = {"port": environ.get("TF_CONFIG_PORT") or DEFAULT_PORT, "job": environ.get("JOB_NAME", ""),
+                  "service": environ.get("WORKER_SERVICE", ""), "jobset": environ.get("JOBSET_NAME", "")}
+        for placeholder, variable in (("{job}", "JOB_NAME"), ("{service}", "WORKER_SERVICE"),
+                                      ("{jobset}", "JOBSET_NAME")):
             if placeholder in template and not fields[placeholder[1:-1]]:
                 raise ConfigError(f"{variable} is not set (WORKER_HOST_TEMPLATE={template!r} uses {placeholder})")
         try:
             hosts = [template.format(index=index, **fields) for index in range(count)]
         except (KeyError, IndexError, ValueError) as error:
             raise ConfigError(f"WORKER_HOST_TEMPLATE={template!r} is not usable: only {{index}}, {{job}}, "
-                              f"{{service}} and {{port}} may appear ({error})") from None
+                              f"{{service}}, {{jobset}} and {{port}} may appear ({error})") from None
     for host in hosts:
         name, _, port = host.rpartition(":")
         if not name or not port.isdigit():
