@@ -41,7 +41,8 @@ def run(cfg, splits=None, strategy=None):
     if finished:
         return finished
     configure_threads(recipe, multi_process=multi_worker)
-    with guard.RunGuard(cfg, tf_config, strategy=strategy) as run_guard:
+    with guard.RunGuard(cfg, tf_config, strategy=strategy) as run_guard, \
+            monitoring.trainjob_status.reporting(os.environ, chief) as status:
         strategy = run_guard.strategy
         logging.info("Output in %s; preemption backup in %s; TensorBoard logs in %s.", output.url,
                      job.checkpoint_dir, job.tensorboard_dir or output.child("logs"))
@@ -58,7 +59,7 @@ def run(cfg, splits=None, strategy=None):
         staging = output.new_staging_dir() if chief else tempfile.mkdtemp(prefix="fmnist-worker-")
         history, train_seconds = fit(cfg, model, splits, train, validation,
                                      log_dir=tensorboard_dir(job, output, chief, staging), chief=chief,
-                                     run_guard=run_guard, start_step=start_step)
+                                     run_guard=run_guard, start_step=start_step, status=status)
 
         trained = plain_copy(job.model, model)
         test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
@@ -69,6 +70,8 @@ def run(cfg, splits=None, strategy=None):
             monitoring.hparams.write_results(tensorboard_dir(job, output, chief, staging), metrics)
             outputs.publish_or_retry(output, staging, metrics)
             run_guard.discard()  # only now: until the result is published, a rerun resumes
+            if status is not None:
+                status.finish({name: metrics[name] for name in ("test_accuracy", "test_loss")})
             logging.info("Test accuracy %.4f, loss %.4f; results in %s", metrics["test_accuracy"],
                          metrics["test_loss"], output.url)
         else:
@@ -172,7 +175,7 @@ def datasets(cfg, splits, start_step=0):
     return train, validation
 
 
-def fit(cfg, model, splits, train, validation, log_dir, chief, run_guard, start_step=0):
+def fit(cfg, model, splits, train, validation, log_dir, chief, run_guard, start_step=0, status=None):
     """`model.fit` with the backup (`run_guard`'s callbacks), TensorBoard and (if asked) early stopping; returns
     (history, seconds)."""
     job, recipe = cfg.job, cfg.recipe
@@ -189,7 +192,7 @@ def fit(cfg, model, splits, train, validation, log_dir, chief, run_guard, start_
                                       history=history, early_stopping=early_stopping(cfg, splits),
                                       start_step=start_step, test_examples=len(splits.test[1]),
                                       validation_examples=len(splits.validation[1]) if splits.validation else 0,
-                                      fault_record=fault_record)
+                                      fault_record=fault_record, status_reporter=status)
     logging.info("%d training examples%s.", len(splits.train[1]),
                  f", {len(splits.validation[1])} held out for validation" if splits.validation else "")
     started = time.perf_counter()
