@@ -79,8 +79,10 @@ def test_a_recipe_override_changes_only_that_field():
 def test_the_readme_flag_tables_are_the_declarations():
     readme = (ROOT / "README.md").read_text()
     for table in config.flag_tables():
-        assert table in readme, ("README.md's flag table differs from the declarations: paste the output of "
-                                 "`python -m trainer.config` into it.\n" + table)
+        assert table in readme, ("README.md's flag tables differ from the declarations: run "
+                                 "`python -m trainer.config --write README.md`.\n" + table)
+    assert config.flag_tables_block() in readme
+    assert max(len(line) for line in config.flag_tables_block().splitlines()) <= 120
 
 
 def test_missing_output_location_says_how_to_give_one():

@@ -1,5 +1,5 @@
-"""The README's Layout table is the tree: every folder has its row, and every module, script and doc of a folder
-is named in that folder's row (a new module that the table does not mention fails here)."""
+"""The README's Layout list is the tree: every folder has its item, and every module, script and doc of a folder
+is named in that folder's item (a new module that the list does not mention fails here)."""
 
 import re
 
@@ -16,25 +16,26 @@ FOLDERS = {  # a row of the table -> the folder whose files it must name, and wh
 
 
 def layout_rows():
+    """{path: its item's text} of the README's Layout list (`- `path`: what`, wrapped lines indented)."""
     text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Layout"):]
-    table = table[:table.index("\n## ")] if "\n## " in table else table
-    return {re.findall(r"`([^`]+)`", line.split("|")[1])[0]: line for line in table.splitlines()
-            if line.startswith("| `")}
+    section = text[text.index("## Layout"):]
+    section = section[:section.index("\n## ")] if "\n## " in section else section
+    items = re.findall(r"^- (`[^`]+`[^:]*): (.*(?:\n  .*)*)", section, re.M)
+    return {re.findall(r"`([^`]+)`", head)[0]: f"{head}: {body}" for head, body in items}
 
 
 @pytest.mark.parametrize("row, folder", FOLDERS.items())
 def test_every_module_of_a_folder_is_named_in_its_row(row, folder):
     rows = layout_rows()
-    assert row in rows, f"README's Layout table has no row for {row}"
+    assert row in rows, f"README's Layout list has no item for {row}"
     path, pattern = folder
     names = [p.stem for p in (ROOT / path).glob(pattern) if not p.name.startswith(("_", "."))]
     missing = [name for name in names if f"`{name}" not in rows[row]]
-    assert not missing, f"README's Layout row {row} does not name {', '.join(missing)}"
+    assert not missing, f"README's Layout item {row} does not name {', '.join(missing)}"
 
 
 def test_every_top_level_folder_has_a_row():
-    rows = " ".join(line.split("|")[1] for line in layout_rows().values())
+    rows = " ".join(item.split(": ", 1)[0] for item in layout_rows().values())  # the items' paths
     folders = [p.name for p in ROOT.iterdir() if p.is_dir() and p.name in ("trainer", "tests", "bench", "docs",
                                                                             "k8s", "jobs", ".ci")]
     assert len(folders) == 7 and all(f"{name}/" in rows for name in folders), rows
