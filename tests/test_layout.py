@@ -7,9 +7,10 @@ import pytest
 
 from support.data import ROOT
 
-FOLDERS = {  # a row of the table -> the folder whose files it must name, and which of them
+FOLDERS = {  # an item of the list -> the folder whose files it must name, and which of them
     "trainer/": ("trainer", "*.py"), "trainer/serving/": ("trainer/serving", "*.py"),
     "trainer/resilience/": ("trainer/resilience", "*.py"), "trainer/report/": ("trainer/report", "*.py"),
+    "trainer/monitoring/": ("trainer/monitoring", "*.py"),
     "tests/support/": ("tests/support", "*.py"),
     "bench/": ("bench", "*.py"), "docs/": ("docs", "*.md"), "k8s/": ("k8s", "*"),
 }
