@@ -12,11 +12,10 @@ import typing
 
 import pydantic
 import pytest
-import yaml
 
 from k8s import tf_config  # the multi-worker pods' launcher
 from support.data import ROOT
-from support.launch import container, env_of, find, lint_tool, run, the_job
+from support.launch import container, env_of, fake_trainer, find, run, team_overlay, the_job
 
 # The launchers' checks run the checkers and launchers as processes, or read what kubectl rendered: the end-to-end
 # layer (`make test`).
@@ -129,24 +128,7 @@ def test_jobset_and_experiment_match_their_published_api_models(rendered):
 def test_an_overlay_on_the_jobset_reaches_its_pods(tmp_path):
     """kustomize does not know a JobSet's insides: an overlay's image and ConfigMap must still reach its pods
     (k8s/overlays/multi-worker/kustomizeconfig.yaml)."""
-    folder = tmp_path / "my-multi-worker"
-    folder.mkdir()
-    base = os.path.relpath(ROOT / "k8s" / "overlays" / "multi-worker", folder)
-    (folder / "kustomization.yaml").write_text(f"""
-resources: [{base}]
-namePrefix: team-a-
-images:
-  - name: REGION-docker.pkg.dev/PROJECT_ID/fmnist/fmnist-trainer
-    newName: example.com/fmnist-trainer
-    digest: sha256:{"ab" * 32}
-configMapGenerator:
-  - name: fmnist-run
-    behavior: merge
-    literals: [OUTPUT_DIR=gs://my-bucket/mw]
-""")
-    proc = run([lint_tool("kubectl"), "kustomize", folder])
-    assert proc.returncode == 0, proc.stderr
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    docs = team_overlay(tmp_path / "my-multi-worker", ROOT / "k8s" / "overlays" / "multi-worker", "gs://my-bucket/mw")
     c = container(the_job(docs))
     assert c["image"] == f"example.com/fmnist-trainer@sha256:{'ab' * 32}"
     configmap = find(docs, "ConfigMap")
@@ -218,11 +200,7 @@ def test_multi_worker_container_command_gives_each_pod_its_tf_config(rendered, t
     jobset = find(docs, "JobSet")
     job = the_job(docs)
     c = container(job)
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "fmnist-train").write_text(
-        "#!/bin/sh\nprintf '%s\\n' \"$TF_CONFIG\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
-    (fake_bin / "fmnist-train").chmod(0o755)
+    fake_bin = fake_trainer(tmp_path / "bin")
     workers = job["spec"]["completions"]
     replicated = jobset["spec"]["replicatedJobs"][0]["name"]
     subdomain = jobset["spec"]["network"]["subdomain"]

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from support.data import ROOT
-from support.launch import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, container, env_of, find, flag_verdicts,
-                            lint_tool, run)
+from support.launch import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, container, env_of, fake_trainer, find,
+                            flag_verdicts, lint_tool, run, team_overlay)
 from test_launch_jobset import model_errors
 from test_launch_kubernetes import jobset_action, pod_failure_action
 from trainer import distribution, errors
@@ -317,11 +317,7 @@ def test_each_node_gets_its_tf_config_from_what_the_runtime_gives_it(trainjobs, 
     are JobSet's DNS names for the TrainJob's pods, <trainjob>-node-0-<k>.<trainjob>, node 0 the one chief."""
     trainjob, jobset, job = built(trainjobs, name)
     c = container(job)
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "fmnist-train").write_text(
-        "#!/bin/sh\nprintf '%s\\n' \"$TF_CONFIG\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
-    (fake_bin / "fmnist-train").chmod(0o755)
+    fake_bin = fake_trainer(tmp_path / "bin")
     nodes = trainjob["spec"]["trainer"]["numNodes"]
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == nodes == int(env_of(c)["WORKER_COUNT"]["value"])
     assert job["spec"]["completionMode"] == "Indexed" and jobset["spec"]["network"]["enableDNSHostnames"] is True
@@ -347,24 +343,7 @@ def test_the_trainjobs_flags_are_real_and_an_overlay_reaches_them(trainjobs, tmp
     args = [[a.replace("$(OUTPUT_DIR)", "gs://bucket/run") for a in find(trainjobs[n], "TrainJob")["spec"]["trainer"][
         "args"]] for n in TRAINJOBS]
     assert flag_verdicts("fmnist-train", "trainer.task", [*args, ["--epoch=3"]])[:-1] == ["ok"] * len(args)
-    folder = tmp_path / "team"
-    folder.mkdir()
-    base = os.path.relpath(ROOT / "k8s" / "trainjob" / "multi-node", folder)
-    (folder / "kustomization.yaml").write_text(f"""
-resources: [{base}]
-namePrefix: team-a-
-images:
-  - name: REGION-docker.pkg.dev/PROJECT_ID/fmnist/fmnist-trainer
-    newName: example.com/fmnist-trainer
-    digest: sha256:{"ab" * 32}
-configMapGenerator:
-  - name: fmnist-run
-    behavior: merge
-    literals: [OUTPUT_DIR=gs://my-bucket/tj]
-""")
-    proc = run([lint_tool("kubectl"), "kustomize", folder])
-    assert proc.returncode == 0, proc.stderr
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    docs = team_overlay(tmp_path / "team", ROOT / "k8s" / "trainjob" / "multi-node", "gs://my-bucket/tj")
     trainjob = find(docs, "TrainJob")
     assert trainjob["spec"]["trainer"]["image"] == f"example.com/fmnist-trainer@sha256:{'ab' * 32}"
     ref = env_of(trainjob["spec"]["trainer"])["OUTPUT_DIR"]["valueFrom"]["configMapKeyRef"]

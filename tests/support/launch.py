@@ -260,3 +260,34 @@ def vertex_trials(job):
             extra.append(f"--{parameter['parameterId']}={value_spec[bound]}")
         corners.append([*base, *extra])
     return corners
+
+
+def team_overlay(folder, base, output_dir):
+    """Renders a team's overlay of the kustomization `base` (a path): a name prefix `team-a-`, the image at a
+    digest of example.com, OUTPUT_DIR merged into the ConfigMap; returns the documents kubectl rendered."""
+    folder.mkdir()
+    (folder / "kustomization.yaml").write_text(f"""
+resources: [{os.path.relpath(base, folder)}]
+namePrefix: team-a-
+images:
+  - name: REGION-docker.pkg.dev/PROJECT_ID/fmnist/fmnist-trainer
+    newName: example.com/fmnist-trainer
+    digest: sha256:{"ab" * 32}
+configMapGenerator:
+  - name: fmnist-run
+    behavior: merge
+    literals: [OUTPUT_DIR={output_dir}]
+""")
+    proc = run([lint_tool("kubectl"), "kustomize", folder])
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def fake_trainer(folder):
+    """A folder holding a stand-in `fmnist-train` that prints its TF_CONFIG, then each argument, one a line; for
+    running a pod's container command as Kubernetes would (put the folder first on PATH)."""
+    folder.mkdir()
+    script = folder / "fmnist-train"
+    script.write_text("#!/bin/sh\nprintf '%s\\n' \"$TF_CONFIG\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
+    script.chmod(0o755)
+    return folder
