@@ -6,6 +6,7 @@ therefore work under docker, Kubernetes and Vertex AI. `python -m trainer.config
 """
 
 import dataclasses
+import ipaddress
 import os
 import sys
 import textwrap
@@ -17,6 +18,14 @@ from trainer.settings import setting
 from trainer.storage import well_formed as _well_formed_location
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored")
+
+
+def _is_address(value):
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _location_message(name):
@@ -65,6 +74,17 @@ class Job:
               "loss, val_accuracy, ETA, restarts, seconds since the last backup) while it trains. Unset: off.",
         check=lambda v: 0 < v < 65536, message="--metrics_port must be a TCP port from 1 to 65535, e.g. "
                                                "--metrics_port=8000.")
+    metrics_address: str = setting(
+        "0.0.0.0", "With --metrics_port: the address the metrics endpoint listens on. 0.0.0.0 (every IPv4 "
+                   "address) is what a Prometheus scrape of a pod needs, the pod's own IP; 127.0.0.1 keeps it to "
+                   "this machine, :: serves IPv6 too.",
+        check=_is_address, message="--metrics_address must be an IP address to listen on, e.g. 0.0.0.0, "
+                                   "127.0.0.1 or ::.")
+    cluster_secret_file: Optional[str] = setting(
+        None, "Many workers: a file holding a secret shared by the job's workers (a Kubernetes Secret, "
+              "docs/distributed.md): each side of the start-up meeting proves it, so no stranger on the network "
+              "can form, stall or fail the job. Unset: $FMNIST_CLUSTER_SECRET (the secret itself), else none.",
+        env="FMNIST_CLUSTER_SECRET_FILE")
     data_dir: Optional[str] = setting(
         None, "TFDS data directory (unset: TFDS's own, ~/tensorflow_datasets).",
         check=_well_formed_location, message=_location_message("data_dir"))

@@ -36,7 +36,8 @@ def callbacks(cfg, *, train_examples, chief, log_dir, history, early_stopping, s
         record = fault_record or faults.FaultRecord(job.checkpoint_dir, resumed=start_step > 0)
         task = distribution.task_name(distribution.cluster_spec_from_env())
         info = {"model": job.model, "recipe": recipe.name, "task": task, "chief": str(chief).lower()}
-        result.append(endpoint.MetricsEndpoint(job.metrics_port, tracker, record, info))
+        result.append(endpoint.MetricsEndpoint(job.metrics_port, tracker, record, info,
+                                                job.metrics_address))
     if chief:
         result.append(tuning.TrialReporter(history, early_stopping, environ=environ))
         result.append(hparams.HParamsLogger(log_dir, cfg))

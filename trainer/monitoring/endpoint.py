@@ -1,5 +1,8 @@
 """`--metrics_port=N`: the training's progress as Prometheus text on http://<pod>:N/metrics, while it trains.
 
+It listens on --metrics_address (0.0.0.0 by default: a scrape reaches a pod at its own IP); in k8s/ a
+NetworkPolicy lets only the monitoring namespace in.
+
 Served through the official `prometheus_client` (its own HTTP server thread, a registry of this run's alone). The
 values are read when Prometheus scrapes, from `progress.Progress` and `faults.FaultRecord`: the training loop does
 no extra work for them.
@@ -82,21 +85,21 @@ class MetricsEndpoint(tf_keras.callbacks.Callback):
     WARNING, never the run: monitoring must not stop training.
     """
 
-    def __init__(self, port, progress, faults, info):
+    def __init__(self, port, progress, faults, info, address="0.0.0.0"):
         super().__init__()
-        self.port = port
+        self.port, self.address = port, address
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(TrainingCollector(progress, faults, info))
         self.server = None
 
     def on_train_begin(self, logs=None):
         try:
-            self.server, _ = start_http_server(self.port, registry=self.registry)
+            self.server, _ = start_http_server(self.port, addr=self.address, registry=self.registry)
         except OSError as error:
-            logging.warning("Cannot serve the metrics on port %d (%s): training goes on without them.", self.port,
-                            error.strerror or error)
+            logging.warning("Cannot serve the metrics on %s port %d (%s): training goes on without them.",
+                            self.address, self.port, error.strerror or error)
             return
-        logging.info("Serving Prometheus metrics on port %d (/metrics).", self.port)
+        logging.info("Serving Prometheus metrics on %s port %d (/metrics).", self.address, self.port)
 
     def on_train_end(self, logs=None):
         self.close()

@@ -17,7 +17,8 @@ from trainer import config
 
 # Job settings that say where and how a run is executed, not what it computes: not hyperparameters.
 NOT_HYPERPARAMETERS = ("output_dir", "checkpoint_dir", "tensorboard_dir", "backup_every_steps", "data_dir",
-                       "tfds_manual_dir", "overwrite", "metrics_port")
+                       "tfds_manual_dir", "overwrite", "metrics_port", "metrics_address",
+                       "cluster_secret_file")
 METRICS = (
     hp.Metric("test_accuracy", display_name="test accuracy"),
     hp.Metric("test_loss", display_name="test loss"),

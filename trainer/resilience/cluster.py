@@ -10,8 +10,16 @@ after --cluster_timeout seconds it gives up ("retry me"); a SIGTERM is handled a
 Workers whose training settings differ (a rollout that changed a flag on some pods) would train different models,
 or hang in mismatched collectives: both sides of the exchange see the difference, and each stops with one line
 naming the flag.
+
+Anyone on the pod network can reach the port, so a stranger must neither form the job nor fail it nor stall it.
+An inbound hello is only a claim: the listener calls the claimed peer back at its TF_CONFIG address ("is this
+your visit, with this nonce?") and, where the job shares a secret (meeting.load_secret), each side also proves
+it over both sides' fresh nonces. Settings go only to a visitor so verified, and only after its own. Every
+message is bounded (meeting.py); connections are handled concurrently, a few per address, each within one
+deadline; anything malformed is dropped with at most one log line per address.
 """
 
+import collections
 import json
 import socket
 import threading
@@ -21,6 +29,8 @@ from absl import logging
 
 from trainer import recipes, settings
 from trainer.errors import RetryableError, UserError
+from trainer.resilience import meeting
+from trainer.resilience.meeting import Dropped
 
 FIRST_WAIT_LINE_SECONDS = 5.0   # the first line about who is missing, then one every WAIT_LINE_SECONDS
 WAIT_LINE_SECONDS = 30.0
@@ -32,9 +42,12 @@ CONNECT_SECONDS = 2.0
 # exit (75) inside Kubernetes' 30 s grace period (seen: a worker whose peer was SIGKILLed there hung for the whole
 # --cluster_timeout, 600 s, deaf to SIGTERM).
 REGISTER_SECONDS = 15.0
+MAX_CONNECTIONS = 32         # handled at once; each ends within meeting.CONNECTION_SECONDS
+MAX_PER_HOST = 4             # of them from one address: a peer needs 2 (its visit, its call-back)
+MAX_LOGGED_ADDRESSES = 256   # a line for the first drop from each, then one line for all the others
 # The job's settings that do not change training: where things are read and written, how long to wait.
 LOCAL_SETTINGS = ("output_dir", "checkpoint_dir", "tensorboard_dir", "data_dir", "tfds_manual_dir", "overwrite",
-                  "cluster_timeout")
+                  "cluster_timeout", "cluster_secret_file", "metrics_address")
 LOCAL_RECIPE_SETTINGS = ("threads_per_op",)  # not applied under many workers
 
 
@@ -60,23 +73,33 @@ def tasks(tf_config):
 class ClusterStartup:
     """Meets every peer of `tf_config` before the strategy starts; see the module docstring.
 
-    `own`: this task's settings (training_settings); `timeout_seconds`: 0 waits forever.
+    `own`: this task's settings (training_settings); `timeout_seconds`: 0 waits forever; `secret`: a
+    meeting.Secret (None: none set up, peers verified by call-back alone).
     """
 
-    def __init__(self, tf_config, own, timeout_seconds):
+    def __init__(self, tf_config, own, timeout_seconds, secret=None):
         task = tf_config.get("task", {})
         self.name = f"{task.get('type')}-{int(task.get('index', 0))}"
         everyone = tasks(tf_config)
         self.address = dict(everyone)[self.name]
         self.peers = {name: address for name, address in everyone if name != self.name}
         self.own, self.timeout_seconds = own, timeout_seconds
+        self.secret = secret if secret is not None else meeting.Secret(None)
         self.met = set()
         self.mismatch = None
         self._lock = threading.Lock()
         self._listener = None
+        self._visiting = {}  # peer name: the nonce of this worker's visit in progress, what a call-back confirms
+        self._open = set()   # accepted connections, each with its handler thread
+        self._per_host = collections.Counter()
+        self._said = set()   # addresses whose dropped message was logged
+        self._closing = False
 
     def form(self):
         """Returns once every peer was met; raises UserError (settings differ) or RetryableError (timed out)."""
+        logging.info("Meeting %s on %s: %s.", self._named(self.peers), self.address,
+                     "every exchange proven with the job's secret" if self.secret else
+                     "no secret set up (FMNIST_CLUSTER_SECRET_FILE), peers verified by calling them back")
         self._listen()
         try:
             started = time.monotonic()
@@ -93,7 +116,7 @@ class ClusterStartup:
                     raise RetryableError(
                         f"the cluster did not form within --cluster_timeout={self.timeout_seconds:g} s: no answer "
                         f"from {self._named(self.missing())} (a pod not scheduled, an image still pulling, a wrong "
-                        "host name?). Rerun every worker; the backup, if any, is kept.")
+                        "host name, a secret that differs?). Rerun every worker; the backup, if any, is kept.")
                 if now >= next_line:
                     next_line += WAIT_LINE_SECONDS
                     limit = f"--cluster_timeout={self.timeout_seconds:g}" if self.timeout_seconds else "no timeout"
@@ -109,10 +132,7 @@ class ClusterStartup:
     def _named(self, names):
         return ", ".join(f"{name} at {self.peers[name]}" for name in names)
 
-    # ---- the exchange: one JSON line each way --------------------------------------------------------------------
-
-    def _hello(self):
-        return (json.dumps({"task": self.name, "settings": self.own}) + "\n").encode()
+    # ---- the verdict: each side sends its settings dict, both compare ---------------------------------------------
 
     def _meet(self, name, peer_settings):
         with self._lock:
@@ -128,21 +148,54 @@ class ClusterStartup:
                         "again with the same flags.")
         return None
 
+    def _drop(self, source, reason, name=None):
+        """At most one line per address: a flood of junk is not a flood of log lines. Silent about an exchange
+        cut short once its peer was met (two visits crossing) or the meeting is over."""
+        with self._lock:
+            if source in self._said or None in self._said or self._closing or name in self.met:
+                return
+            self._said.add(source if len(self._said) < MAX_LOGGED_ADDRESSES else None)
+        if len(self._said) > MAX_LOGGED_ADDRESSES:
+            logging.warning("Cluster port: more messages dropped, from more addresses; no more lines about them.")
+        else:
+            logging.warning("Cluster port: ignored %s from %s (the next ones from there are not logged).", reason,
+                            source)
+
+    # ---- visiting a peer at its TF_CONFIG address --------------------------------------------------------------
+
     def _visit(self, name):
         host, port = self.peers[name].rsplit(":", 1)
+        mine = meeting.nonce()
+        with self._lock:
+            self._visiting[name] = mine
         try:
             with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS) as connection:
-                connection.sendall(self._hello())
-                reply = _read_line(connection)
+                until = meeting.deadline()
+                meeting.send(connection, {"type": "hello", "task": self.name, "nonce": mine}, until)
+                line = meeting.read_line(connection, until)
+                if meeting.is_tensorflow_server(line):  # the peer met this worker and moved on
+                    self._meet(name, None)
+                    return
+                challenge = meeting.parse(line, "challenge")
+                if challenge["task"] != name:
+                    raise Dropped(f"an answer from {challenge['task']!r}, not {name}")
+                theirs = challenge["nonce"]
+                self.secret.check(challenge["proof"], "challenge", self.name, name, mine, theirs)
+                meeting.send(connection, {"type": "settings", "settings": self.own, "proof": self.secret.proof(
+                    "visitor", self.name, name, mine, theirs, self.own)}, until)
+                reply = meeting.parse(meeting.read_line(connection, until), "settings")
+                self.secret.check(reply["proof"], "listener", self.name, name, mine, theirs, reply["settings"])
+        except Dropped as error:
+            self._drop(f"{name} at {self.peers[name]}", str(error), name)
+            return
         except OSError:  # not there yet: refused, unknown host (a pod not scheduled), a timeout
             return
-        try:
-            message = json.loads(reply)
-        except ValueError:
-            # Something else answers there: the peer's TensorFlow server, started once it had met this worker.
-            self._meet(name, None)
-            return
-        self._meet(name, message.get("settings"))
+        finally:
+            with self._lock:
+                self._visiting.pop(name, None)
+        self._meet(name, reply["settings"])
+
+    # ---- the listener: a visitor is verified before it hears anything ------------------------------------------
 
     def _listen(self):
         port = int(self.address.rsplit(":", 1)[1])
@@ -158,25 +211,88 @@ class ClusterStartup:
     def _serve(self, listener):
         while True:
             try:
-                connection, _ = listener.accept()
+                connection, address = listener.accept()
             except socket.timeout:
                 if listener.fileno() < 0:
                     return
                 continue
             except OSError:  # closed: the strategy takes the port over
                 return
-            with connection:
-                try:
-                    connection.settimeout(CONNECT_SECONDS)
-                    message = json.loads(_read_line(connection))
-                    connection.sendall(self._hello())
-                    _read_line(connection)  # the peer closes first: its side keeps the TIME_WAIT, not this port
-                except (OSError, ValueError):
-                    continue
-                self._meet(message.get("task"), message.get("settings"))
+            host = str(address[0])
+            if not self._admit(connection, host):
+                meeting.close_quietly(connection)
+                self._drop(host, "a connection over the limit of connections at once")
+                continue
+            try:
+                threading.Thread(target=self._handle, args=(connection, host), name="cluster-meeting",
+                                 daemon=True).start()
+            except RuntimeError:  # no thread to be had: as if over the limit
+                self._release(connection, host)
+
+    def _admit(self, connection, host):
+        with self._lock:
+            if self._closing or len(self._open) >= MAX_CONNECTIONS or self._per_host[host] >= MAX_PER_HOST:
+                return False
+            self._open.add(connection)
+            self._per_host[host] += 1
+            return True
+
+    def _release(self, connection, host):
+        with self._lock:
+            self._open.discard(connection)
+            self._per_host[host] -= 1
+            if not self._per_host[host]:
+                del self._per_host[host]
+        meeting.close_quietly(connection)
+
+    def _handle(self, connection, host):
+        until, name = meeting.deadline(), None
+        try:
+            message = meeting.parse(meeting.read_line(connection, until), "hello", "confirm")
+            if message["type"] == "confirm":  # a peer checks that a hello it got came from this worker
+                with self._lock:
+                    ok = self._visiting.get(message["task"]) == message["nonce"]
+                meeting.send(connection, {"type": "confirmed", "ok": ok}, until)
+                return
+            name, theirs = message["task"], message["nonce"]
+            if name not in self.peers:
+                raise Dropped(f"a hello from {name[:40]!r}, not a peer")
+            if not self.secret:
+                self._call_back(name, theirs, until)
+            mine = meeting.nonce()
+            meeting.send(connection, {"type": "challenge", "task": self.name, "nonce": mine, "proof": self.secret.proof(
+                "challenge", name, self.name, theirs, mine)}, until)
+            reply = meeting.parse(meeting.read_line(connection, until), "settings")
+            self.secret.check(reply["proof"], "visitor", name, self.name, theirs, mine, reply["settings"])
+            meeting.send(connection, {"type": "settings", "settings": self.own, "proof": self.secret.proof(
+                "listener", name, self.name, theirs, mine, self.own)}, until)
+            meeting.read_line(connection, until)  # the peer closes first (its side keeps the TIME_WAIT): it has ours
+        except Dropped as error:
+            self._drop(host, str(error), name)
+            return
+        except Exception as error:  # pylint: disable=broad-except  # no bytes may end this thread with a traceback
+            self._drop(host, f"a message that raised {error.__class__.__name__}", name)
+            return
+        finally:
+            self._release(connection, host)
+        self._meet(name, reply["settings"])
+
+    def _call_back(self, name, their_nonce, until):
+        """Raises Dropped unless `name`, at its own TF_CONFIG address, confirms the visit with `their_nonce`."""
+        host, port = self.peers[name].rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS) as connection:
+                meeting.send(connection, {"type": "confirm", "task": self.name, "nonce": their_nonce}, until)
+                answer = meeting.parse(meeting.read_line(connection, until), "confirmed")
+        except OSError:
+            answer = None
+        if not (answer and answer["ok"]):
+            raise Dropped(f"a hello as {name}, which {self.peers[name]} did not confirm")
 
     def _close(self):
-        """Frees the port for TensorFlow's server: the accepting thread must let go of it too."""
+        """Frees the port for TensorFlow's server: the accepting thread and every open connection let go of it."""
+        with self._lock:
+            self._closing = True
         if self._listener is not None:
             try:
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
@@ -185,16 +301,13 @@ class ClusterStartup:
             self._listener.close()
             self._server.join(timeout=5)
             self._listener = None
-
-
-def _read_line(connection):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace")
+        with self._lock:
+            still_open = list(self._open)
+        for connection in still_open:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # its handler ends at once; it closes the socket itself
+            except OSError:
+                pass
 
 
 def _shown(value):

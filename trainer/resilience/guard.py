@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from trainer import distribution
 from trainer.errors import RetryableError
-from trainer.resilience import callback_state, checkpoints, cluster
+from trainer.resilience import callback_state, checkpoints, cluster, meeting
 from trainer.resilience.callback_state import CallbackState, EpochEnd
 from trainer.resilience.goodput import Goodput, GoodputMeter, process_started
 from trainer.resilience.history import HISTORY_FILE, EpochHistory
@@ -72,7 +72,8 @@ class RunGuard:
         many = (self.multi_worker and self.tf_config.get("task", {}).get("type") in ("chief", "worker")
                 and distribution.resolved_name(self.job.strategy, self.tf_config) == "multi_worker_mirrored")
         if many:
-            cluster.ClusterStartup(self.tf_config, cluster.training_settings(self.cfg), timeout).form()
+            secret = meeting.load_secret(self.job.cluster_secret_file)
+            cluster.ClusterStartup(self.tf_config, cluster.training_settings(self.cfg), timeout, secret).form()
         register = min(timeout or cluster.REGISTER_SECONDS, cluster.REGISTER_SECONDS) if many else 0
         try:
             return distribution.get_strategy(self.job.strategy, self.tf_config, register_timeout_seconds=register)
