@@ -22,7 +22,10 @@
 #   PYTHON           the Python with `build` and google-cloud-storage (default python3)
 #   BUILD_ISOLATION  0: build with PYTHON's own setuptools instead of an isolated one from the package index
 # The package goes to gs://BUCKET/fmnist/packages/ (jobs/upload_package.py; a dry run uploads nothing).
+# multi-worker: every submission gets a fresh random meeting secret in place of CLUSTER_SECRET (the replicas'
+# FMNIST_CLUSTER_SECRET, docs/distributed.md); the filled-in spec is readable by its owner only.
 set -euo pipefail
+umask 077
 
 specs="gpu, gpu-spot, multi-worker, python-package or hptuning"
 usage() {
@@ -94,14 +97,19 @@ for value in "$bucket" "$project" "$region" "$image" "$service_account" "$packag
   fi
 done
 
+# 32 random bytes, hex: the same for every replica of this job, another for the next job.
+cluster_secret="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+[[ ${#cluster_secret} == 64 ]] || { echo "$0: could not read 32 random bytes from /dev/urandom" >&2; exit 1; }
+
 config="$workdir/$(basename "$spec")"
 sed -E \
+  -e "s|^( *value: )CLUSTER_SECRET$|\\1$cluster_secret|" \
   -e "s|^( *- )gs://BUCKET/fmnist/packages/.*|\\1$package_uri|" \
   -e "s|^( *imageUri: ).*|\\1$image|" \
   -e "s|^( *serviceAccount: ).*|\\1$service_account|" \
   -e "s|gs://BUCKET/|gs://$bucket/|g" \
   "$spec" > "$config"
-if grep -nE 'PROJECT_ID|REGION|BUCKET' "$config" | grep -v '^[0-9]*: *#' >&2; then
+if grep -nE 'PROJECT_ID|REGION|BUCKET|: CLUSTER_SECRET$' "$config" | grep -v '^[0-9]*: *#' >&2; then
   echo "$0: placeholders left in the spec (above)" >&2
   exit 2
 fi

@@ -178,6 +178,22 @@ def test_multi_worker_jobset_restarts_its_workers_together(rendered):
     assert jobset["spec"]["ttlSecondsAfterFinished"] == base["spec"]["ttlSecondsAfterFinished"]
 
 
+def test_multi_worker_pods_prove_the_jobs_secret_from_a_read_only_secret_volume(rendered):
+    """The meeting's secret (trainer/resilience/meeting.py): the Secret fmnist-cluster-secret, key `secret`,
+    mounted read-only where FMNIST_CLUSTER_SECRET_FILE points, never an env value in the manifest."""
+    from trainer.resilience import meeting
+    job = the_job(rendered["multi-worker"][1])
+    c, pod = container(job), job["spec"]["template"]["spec"]
+    path = env_of(c)[meeting.SECRET_FILE_ENV]["value"]
+    assert path == "/var/run/secrets/fmnist-cluster/secret" and meeting.SECRET_ENV not in env_of(c)
+    [mount] = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "fmnist-cluster-secret" and not volume["secret"].get("optional")
+    assert volume["secret"]["items"] == [{"key": "secret", "path": "secret"}]
+    assert volume["secret"]["defaultMode"] & 0o007 == 0  # not readable by others
+
+
 def pod_environment(job, index):
     """The environment Kubernetes gives pod `index` of the rendered Indexed Job (fieldRefs resolved)."""
     fields = {"metadata.annotations['batch.kubernetes.io/job-completion-index']": str(index),

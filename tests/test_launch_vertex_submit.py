@@ -61,6 +61,27 @@ def test_submit_vertex_fills_in_the_spec_and_calls_gcloud(tmp_path, schema, hptu
         assert run([ROOT / "jobs" / "submit_vertex.sh", bad], env=env).returncode == 2
 
 
+def test_submit_vertex_gives_every_multi_worker_job_a_fresh_meeting_secret(tmp_path):
+    """Both pools of one job share FMNIST_CLUSTER_SECRET (trainer/resilience/meeting.py); the next job gets
+    another; the filled-in spec is its owner's only."""
+    gcloud, _ = fake_client(tmp_path / "bin", "gcloud")
+    env = {"PATH": os.environ["PATH"], "GCLOUD": str(gcloud), "PROJECT_ID": "my-project", "BUCKET": "my-bucket",
+           "TMPDIR": str(tmp_path)}
+    seen = []
+    for _ in range(2):
+        dry = run([ROOT / "jobs" / "submit_vertex.sh", "multi-worker", "--dry-run"], env=env)
+        assert dry.returncode == 0, dry.stderr
+        kept = pathlib.Path(re.search(r"--config=(\S+)", dry.stdout).group(1))
+        assert kept.stat().st_mode & 0o077 == 0
+        pools = yaml.safe_load(kept.read_text())["workerPoolSpecs"]
+        values = {e["value"] for pool in pools for e in pool["containerSpec"]["env"]
+                  if e["name"] == "FMNIST_CLUSTER_SECRET"}
+        [secret] = values
+        assert re.fullmatch(r"[0-9a-f]{64}", secret) and len(pools) == 2
+        seen.append(secret)
+    assert seen[0] != seen[1]
+
+
 @pytest.fixture(scope="module")
 def storage_emulator(tmp_path_factory):
     """gcp-storage-emulator on 127.0.0.1 with a bucket `launch`, a process of its own (the scripts' gcloud and

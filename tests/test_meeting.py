@@ -209,6 +209,8 @@ def test_the_secret_comes_from_a_file_or_the_environment(tmp_path):
     assert meeting.load_secret(str(tmp_path / "secret"), {}).key == b"abc"
     assert meeting.load_secret(None, {meeting.SECRET_ENV: "xyz"}).key == b"xyz"
     assert not meeting.load_secret(None, {})
+    with pytest.raises(UserError, match="placeholder"):
+        meeting.load_secret(None, {meeting.SECRET_ENV: "CLUSTER_SECRET"})
     (tmp_path / "empty").write_text("\n")
     for path in (tmp_path / "empty", tmp_path / "missing"):
         with pytest.raises(UserError, match="secret"):

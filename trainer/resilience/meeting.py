@@ -24,6 +24,7 @@ NONCE_HEX = 32             # 16 random bytes
 SECRET_FILE_ENV = "FMNIST_CLUSTER_SECRET_FILE"
 SECRET_ENV = "FMNIST_CLUSTER_SECRET"
 MAX_SECRET_BYTES = 4096
+PLACEHOLDER = b"CLUSTER_SECRET"  # jobs/customjob-multi-worker.yaml's, which jobs/submit_vertex.sh fills in
 HTTP2_SETTINGS = 4         # the frame type a gRPC (TensorFlow) server sends first
 
 # type: {key: the value's type}. "proof" is "" without a secret.
@@ -145,6 +146,9 @@ def load_secret(path, environ=None):
             return Secret(None)
         where = f"${SECRET_ENV}"
     key = key.strip()
+    if key == PLACEHOLDER:
+        raise UserError(f"the cluster secret in {where} is still the placeholder {PLACEHOLDER}: submit the job with "
+                        "jobs/submit_vertex.sh, or put a random secret there, e.g. `openssl rand -hex 32`.")
     if not key or len(key) > MAX_SECRET_BYTES:
         raise UserError(f"the cluster secret in {where} is empty or over {MAX_SECRET_BYTES} bytes: give every "
                         "worker of the job the same random secret, e.g. `openssl rand -hex 32`.")
