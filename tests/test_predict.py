@@ -171,12 +171,12 @@ def test_user_mistakes_fail_before_any_output(folder, tmp_path, run_predict):
     with pytest.raises(UserError, match="matches no file"):
         run_predict([tmp_path / "*.tiff"], output)
     with pytest.raises(UserError, match="holds no SavedModel"):
-        batch.predict(str(tmp_path), [str(folder)], str(output), progress=Quiet())
+        batch.predict(str(tmp_path), [str(folder)], str(output), progress=Quiet(), overwrite=True)
     with pytest.raises(UserError, match="is a folder"):
         run_predict([folder], tmp_path)
     with pytest.raises(UserError, match="holds no image"):
         (tmp_path / "empty").mkdir()
-        run_predict([tmp_path / "empty"], output)
+        run_predict([tmp_path / "empty"], output, overwrite=True)
     assert output.read_text() == "an earlier result\n"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out.jsonl"]  # no temporary files
 
@@ -298,7 +298,7 @@ def test_a_transient_storage_error_is_that_inputs_error_and_makes_the_run_retrya
             self.name, self.contents, self.size = name, contents, len(contents) if contents else 10
             self.bucket = type("Bucket", (), {"name": "shop"})()
 
-        def download_as_bytes(self):
+        def download_as_bytes(self, start=None, end=None):  # the real one's range
             if self.contents is None:
                 raise api.ServiceUnavailable("try again")
             return self.contents

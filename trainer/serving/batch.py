@@ -91,7 +91,7 @@ class Progress:
 
 
 def predict(model_dir, inputs, output, batch_size=256, readers=8, max_pixels=None, max_bytes=DEFAULT_MAX_BYTES,
-            progress=None):
+            progress=None, overwrite=False):
     """Predicts every input into `output`; returns the Summary. Raises UserError / RetryableError."""
     import numpy as np
     from trainer.serving import photo
@@ -100,7 +100,7 @@ def predict(model_dir, inputs, output, batch_size=256, readers=8, max_pixels=Non
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fmnist-predict-") as scratch:
         items = expand(inputs, max_bytes)  # a missing input fails here, before anything else
-        out = Output(output)
+        out = Output(output, overwrite=overwrite, inputs=inputs)
         try:
             loaded, serve = saved_model.load(model_dir, scratch)
             preprocess = preprocessor(max_pixels)
@@ -185,8 +185,10 @@ class Settings:
     max_pixels: int = setting(DEFAULT_MAX_PIXELS,
                               "An image whose header declares more pixels than this is refused before decoding.",
                               check=lambda v: v > 0, message="--max_pixels must be a positive number.")
-    max_bytes: int = setting(DEFAULT_MAX_BYTES, "A file larger than this is refused before reading it.",
+    max_bytes: int = setting(DEFAULT_MAX_BYTES, "A file, gs:// object or JSONL payload larger than this is refused "
+                                                "before it is read (a JSONL line: its base64).",
                              check=lambda v: v > 0, message="--max_bytes must be a positive number.")
+    overwrite: bool = setting(False, "Replace an existing --output instead of refusing (never an input).")
 
 
 COMMAND = cli.Command(PROGRAM, f"{PROGRAM} (or python -m trainer.predict) --model_dir=RUN --input=IMAGES "
@@ -205,7 +207,7 @@ def main(arguments):
     logs.configure()
     summary = predict(values["model_dir"], input_specs(values["input"]), values["output"],
                       batch_size=values["batch_size"], readers=values["readers"], max_pixels=values["max_pixels"],
-                      max_bytes=values["max_bytes"])
+                      max_bytes=values["max_bytes"], overwrite=values["overwrite"])
     print(f"{PROGRAM}: {summary.line()}; predictions in {values['output']}")
     status, message = outcome(summary, values["output"])
     return cli.report(PROGRAM, message, status) if message else status

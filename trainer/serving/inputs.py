@@ -5,6 +5,11 @@ An input is a local file, a folder (every PNG, JPEG, GIF, BMP or WebP in it, rec
 line: `{"image_bytes": {"b64": ...}}`, `{"b64": ...}`, or pixels, optionally with a `"key"` that names it). Each
 --input is checked to name something before anything is predicted (a typo fails at once, with one line); the
 items themselves are listed and read lazily, so that a million files stream through in bounded memory.
+
+Every read is bounded by --max_bytes, whatever a size says: only regular files are read (a FIFO would hang the
+job, /dev/zero fill its memory), at most max_bytes + 1 bytes of them; a gs:// object's size is checked before it
+is downloaded, and the download asks for that many bytes only; a JSONL line may hold one such image in base64
+(MAX_LINE), and its payload is checked before it is decoded.
 """
 
 import base64
@@ -14,6 +19,7 @@ import glob
 import itertools
 import json
 import os
+import stat
 
 from trainer import storage
 from trainer.errors import UserError
@@ -21,6 +27,11 @@ from trainer.storage import is_gcs
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 JSONL_EXTENSIONS = (".jsonl", ".json")
+
+
+def max_line(max_bytes):
+    """The longest JSONL line read: one image of max_bytes in base64, and room for its key and pixels' commas."""
+    return max_bytes * 4 // 3 + 64 * 1024
 
 
 class InputError(Exception):
@@ -71,21 +82,36 @@ def _local(path, max_bytes, explicit):
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     yield _local_file(os.path.join(root, name), max_bytes)
     elif path.lower().endswith(JSONL_EXTENSIONS):
-        yield from _jsonl(path, lambda: open(path, "rb"))
+        yield from _jsonl(path, lambda: _open_regular(path, UserError), max_bytes)
     elif explicit or path.lower().endswith(IMAGE_EXTENSIONS):
         yield _local_file(path, max_bytes)
 
 
+def _open_regular(path, error=None):
+    """A binary file object of the regular file at `path` (symlinks followed); else raises `error` (InputError)."""
+    where = f"--input={path}: " if error else ""  # a UserError names the input; an InputError's line does
+    error = error or InputError
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open would wait for a writer
+    except OSError as failure:
+        raise error(f"{where}unreadable: {failure.strerror or failure}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{where}not a regular file (a FIFO, device or socket is never read)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def _local_file(path, max_bytes):
     def load():
-        try:
-            size = os.path.getsize(path)
-            if size > max_bytes:
-                raise InputError(f"file of {size:,} bytes is over the limit of {max_bytes:,} (--max_bytes)")
-            with open(path, "rb") as f:
-                return "bytes", f.read()
-        except OSError as error:
-            raise InputError(f"unreadable: {error.strerror or error}") from None
+        with _open_regular(path) as f:
+            try:
+                data = f.read(max_bytes + 1)
+            except OSError as error:
+                raise InputError(f"unreadable: {error.strerror or error}") from None
+        if len(data) > max_bytes:
+            raise InputError(f"file of over {max_bytes:,} bytes, the limit (--max_bytes)")
+        return "bytes", data
     return Item(path, load)
 
 
@@ -123,7 +149,7 @@ def _plan_gcs(spec, max_bytes):
 
 def _gcs_single(blob, max_bytes):
     if blob.name.lower().endswith(JSONL_EXTENSIONS):
-        return _jsonl(f"gs://{blob.bucket.name}/{blob.name}", lambda: blob.open("rb"))
+        return _jsonl(f"gs://{blob.bucket.name}/{blob.name}", lambda: blob.open("rb"), max_bytes)
     return [_gcs_item(blob, max_bytes)]
 
 
@@ -132,10 +158,17 @@ def _gcs_item(blob, max_bytes):
 
     def load():
         from google.api_core import exceptions as api
-        if blob.size is not None and blob.size > max_bytes:
-            raise InputError(f"object of {blob.size:,} bytes is over the limit of {max_bytes:,} (--max_bytes)")
         try:
-            return "bytes", blob.download_as_bytes()
+            if blob.size is None:  # listed without its metadata: ask for it before downloading
+                blob.reload()
+            if blob.size is None:
+                raise InputError("object of unknown size: not downloaded")
+            if blob.size > max_bytes:
+                raise InputError(f"object of {blob.size:,} bytes is over the limit of {max_bytes:,} (--max_bytes)")
+            data = blob.download_as_bytes(start=0, end=max_bytes)  # max_bytes + 1 bytes at most (end inclusive)
+            if len(data) > max_bytes:  # the object grew since
+                raise InputError(f"object of over {max_bytes:,} bytes, the limit (--max_bytes)")
+            return "bytes", data
         except storage.transient_errors() as error:
             raise InputError(f"unreadable (transient: {error.__class__.__name__}; rerun)", transient=True) from None
         except (api.NotFound, *storage.permission_errors()) as error:
@@ -143,16 +176,29 @@ def _gcs_item(blob, max_bytes):
     return Item(url, load)
 
 
-def _jsonl(name, opener):
-    """The instances of a JSONL file, streamed line by line; blank lines are not instances."""
+def _jsonl(name, opener, max_bytes):
+    """The instances of a JSONL file, streamed line by line; blank lines are not instances; a line over
+    max_line(max_bytes) is one refused instance, skipped unread."""
+    limit = max_line(max_bytes)
     with opener() as stream:
-        for number, line in enumerate(stream, 1):
+        number = 0
+        while True:
+            line = stream.readline(limit + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > limit and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):  # the rest of the line, a bounded chunk at a time
+                    line = stream.readline(limit + 1)
+                yield Item(f"{name}:{number}", _raise(f"a line of over {limit:,} bytes, the limit for --max_bytes="
+                                                      f"{max_bytes:,}"))
+                continue
             if not line.strip():
                 continue
-            yield _instance(f"{name}:{number}", line)
+            yield _instance(f"{name}:{number}", line, max_bytes)
 
 
-def _instance(default_name, line):
+def _instance(default_name, line, max_bytes):
     try:
         value = json.loads(line)
     except ValueError as error:
@@ -173,6 +219,8 @@ def _instance(default_name, line):
         return Item(name, lambda: ("array", value))
     if isinstance(value, str):
         def load():
+            if len(value) * 3 // 4 > max_bytes + 2:
+                raise InputError(f"b64 of over {max_bytes:,} bytes, the limit (--max_bytes)")
             try:
                 return "bytes", base64.b64decode(value, validate=True)
             except ValueError:

@@ -1,5 +1,8 @@
 """Finding and loading a run's SavedModel: a run folder or its saved_model/, local or `gs://` (downloaded first).
 
+A SavedModel is code (its graph can read and write files, and tf.saved_model.load runs it): load only models you
+trust. The download writes only below its scratch folder: an object name that would leave it is refused.
+
 `python -m trainer.predict` and `python -m trainer.export` both take `--model_dir` this way (`locate`).
 """
 
@@ -67,10 +70,22 @@ def download(url, target):
             relative = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
             if not (relative.startswith(SAVED_MODEL_PARTS) or relative in SAVED_MODEL_FILES):
                 continue
-            path = os.path.join(target, relative)
+            path = _inside(target, relative, f"gs://{bucket_name}/{blob.name}")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             blob.download_to_filename(path)
             found += 1
     if not found:
         raise UserError(f"--model_dir={url} holds no SavedModel (nothing under saved_model/).")
     return target
+
+
+def _inside(target, relative, url):
+    """The local path of object `relative` under `target`; a UserError for a name that would leave it
+    (`saved_model/../../x`, an absolute path), which no export writes."""
+    parts = relative.split("/")
+    path = os.path.realpath(os.path.join(target, *parts))
+    if ".." in parts or "" in parts[:-1] or relative.startswith("/") or not path.startswith(
+            os.path.realpath(target) + os.sep):
+        raise UserError(f"refusing to download {url}: its name leaves the model's folder. Give --model_dir a "
+                        "run exported by this trainer.")
+    return path

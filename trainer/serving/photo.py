@@ -33,9 +33,11 @@ Where this differs from the paper, and why:
 - Transparency (PNG, WebP, GIF with alpha, RGBA arrays) is composited over white first: a cut-out product
   image becomes a product on a white background, which step 1 trims away.
 
-Decoding: PNG, JPEG, GIF (its first frame), BMP and WebP. The header's width and height are read before
-anything is decoded, and an image over `MAX_PIXELS` is refused unread (a small file can declare a picture of
-billions of pixels: a decompression bomb).
+Decoding: PNG, JPEG, GIF (its first frame), BMP and WebP (not animated ones: TensorFlow 2.21's decoder corrupted
+the heap on one, and the process aborted). The header's width and height are read before anything is decoded, and
+an image over `MAX_PIXELS` is refused unread (a small file can declare a picture of billions of pixels: a
+decompression bomb). The header is one size: fmnist-predict also counts every frame's (serving/frames.py), which
+this graph does not walk.
 """
 
 import tensorflow as tf
@@ -118,11 +120,21 @@ def decode(contents, max_pixels=MAX_PIXELS):
         tf.raw_ops.Assert(condition=height * width <= max_pixels, data=[
             f"refused before decoding: the header declares more than {max_pixels:,} pixels (a decompression "
             "bomb?)"]),
+        tf.raw_ops.Assert(condition=tf.logical_not(_animated_webp(contents)), data=[
+            "an animated WebP: refused unread (TensorFlow's decoder corrupts memory on them)"]),
     ]
     with tf.control_dependencies(checks):
         contents = tf.identity(contents)
     image = tf.io.decode_image(contents, channels=0, expand_animations=False, dtype=tf.uint8)
     return to_rgba(image)
+
+
+def _animated_webp(contents):
+    """VP8X's animation flag (frames.animated_webp, in ops): TensorFlow's WebP decoder corrupts the heap on one."""
+    padded = contents + b"\0" * 32
+    flags = tf.io.decode_raw(tf.strings.substr(padded, 20, 1), tf.uint8)[0]
+    return (tf.equal(tf.strings.substr(padded, 0, 4), b"RIFF") & tf.equal(tf.strings.substr(padded, 8, 8), b"WEBPVP8X")
+            & tf.not_equal(tf.bitwise.bitwise_and(flags, 2), 0))
 
 
 def to_rgba(image):
