@@ -58,6 +58,15 @@ def animation(kind):
     return out.getvalue()
 
 
+def test_the_serving_graph_walks_a_gifs_frames_too():
+    """serving_bytes runs photo.decode: the same GIF is refused there before decoding."""
+    import tensorflow as tf
+    from trainer.serving import photo
+    with pytest.raises(tf.errors.InvalidArgumentError, match="frames would hold more than 1,000,000"):
+        photo.decode(gif_with_a_frame_over_its_screen(), max_pixels=1_000_000)
+    assert photo.decode(animation("GIF"), max_pixels=4 * 300 * 200).shape == (200, 300, 4)
+
+
 @pytest.mark.parametrize("kind", ["GIF", "PNG", "WEBP"])
 def test_every_frame_of_an_animation_counts(kind):
     assert frames.pixels(animation(kind)) == 4 * 300 * 200

@@ -36,11 +36,13 @@ Where this differs from the paper, and why:
 Decoding: PNG, JPEG, GIF (its first frame), BMP and WebP (not animated ones: TensorFlow 2.21's decoder corrupted
 the heap on one, and the process aborted). The header's width and height are read before anything is decoded, and
 an image over `MAX_PIXELS` is refused unread (a small file can declare a picture of billions of pixels: a
-decompression bomb). The header is one size: fmnist-predict also counts every frame's (serving/frames.py), which
-this graph does not walk.
+decompression bomb). The header is one size: a GIF's frames are walked too (frames.gif_pixels_op: a frame may be
+larger than the screen), and fmnist-predict also counts APNG and WebP frames (frames.pixels).
 """
 
 import tensorflow as tf
+
+from trainer.serving import frames
 
 SIZE = 28
 FUZZ = 0.05            # trimming: a pixel within 5 % (RMS over R, G, B) of a corner's colour is background
@@ -123,6 +125,10 @@ def decode(contents, max_pixels=MAX_PIXELS):
         tf.raw_ops.Assert(condition=tf.logical_not(_animated_webp(contents)), data=[
             "an animated WebP: refused unread (TensorFlow's decoder corrupts memory on them)"]),
     ]
+    with tf.control_dependencies(checks):  # a GIF's frames may be larger than its screen, the header's size
+        checks.append(tf.raw_ops.Assert(condition=frames.gif_pixels_op(contents) <= max_pixels, data=[
+            f"refused before decoding: the GIF's frames would hold more than {max_pixels:,} pixels (a "
+            "decompression bomb?)"]))
     with tf.control_dependencies(checks):
         contents = tf.identity(contents)
     image = tf.io.decode_image(contents, channels=0, expand_animations=False, dtype=tf.uint8)
