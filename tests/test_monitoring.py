@@ -322,3 +322,24 @@ def test_the_backups_age_comes_from_the_newest_checkpoint_until_the_backup_side_
     record.watch(types.SimpleNamespace(last_saved_at=time.time() - 2))  # the Backup saved 2 s ago
     record.record_restarts(3)
     assert 1.5 <= record.seconds_since_backup() <= 5 and record.restarts == 3
+
+
+def test_the_metrics_endpoint_listens_on_metrics_address(tmp_path):
+    """--metrics_address: 0.0.0.0 by default (a scrape reaches a pod at its IP), or what it says."""
+    from support.processes import free_ports
+    from trainer import config
+    from trainer.monitoring import endpoint, faults, progress
+    [declared] = [d for d in config.job_settings() if d.name == "metrics_address"]
+    assert declared.default == "0.0.0.0" and "Prometheus" in declared.help
+    with pytest.raises(Exception, match="--metrics_address must be an IP address"):
+        config.make(output_dir=str(tmp_path), metrics_address="localhost:80")
+    port = free_ports(1)[0]
+    served = endpoint.MetricsEndpoint(port, progress.Progress(1, 10, 100, 10), faults.FaultRecord(str(tmp_path)),
+                                      {"model": "mlp"}, address="127.0.0.1")
+    served.on_train_begin()
+    try:
+        assert served.server.server_address[0] == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            assert b"fmnist_train_info" in reply.read()
+    finally:
+        served.close()
