@@ -19,7 +19,6 @@ message is bounded (meeting.py); connections are handled concurrently, a few per
 deadline; anything malformed is dropped with at most one log line per address.
 """
 
-import collections
 import json
 import socket
 import threading
@@ -90,9 +89,8 @@ class ClusterStartup:
         self._lock = threading.Lock()
         self._listener = None
         self._visiting = {}  # peer name: the nonce of this worker's visit in progress, what a call-back confirms
-        self._open = set()   # accepted connections, each with its handler thread
-        self._per_host = collections.Counter()
-        self._said = set()   # addresses whose dropped message was logged
+        self._open = meeting.Admission(MAX_CONNECTIONS, MAX_PER_HOST)  # accepted connections, each in a thread
+        self._said = meeting.DropLog(MAX_LOGGED_ADDRESSES)
         self._closing = False
 
     def form(self):
@@ -149,17 +147,12 @@ class ClusterStartup:
         return None
 
     def _drop(self, source, reason, name=None):
-        """At most one line per address: a flood of junk is not a flood of log lines. Silent about an exchange
-        cut short once its peer was met (two visits crossing) or the meeting is over."""
+        """Logged once per address; silent about an exchange cut short once its peer was met (two visits crossing)
+        or the meeting is over."""
         with self._lock:
-            if source in self._said or None in self._said or self._closing or name in self.met:
-                return
-            self._said.add(source if len(self._said) < MAX_LOGGED_ADDRESSES else None)
-        if len(self._said) > MAX_LOGGED_ADDRESSES:
-            logging.warning("Cluster port: more messages dropped, from more addresses; no more lines about them.")
-        else:
-            logging.warning("Cluster port: ignored %s from %s (the next ones from there are not logged).", reason,
-                            source)
+            quiet = self._closing or name in self.met
+        if not quiet:
+            self._said.say(source, reason)
 
     # ---- visiting a peer at its TF_CONFIG address --------------------------------------------------------------
 
@@ -231,18 +224,10 @@ class ClusterStartup:
 
     def _admit(self, connection, host):
         with self._lock:
-            if self._closing or len(self._open) >= MAX_CONNECTIONS or self._per_host[host] >= MAX_PER_HOST:
-                return False
-            self._open.add(connection)
-            self._per_host[host] += 1
-            return True
+            return not self._closing and self._open.admit(connection, host)
 
     def _release(self, connection, host):
-        with self._lock:
-            self._open.discard(connection)
-            self._per_host[host] -= 1
-            if not self._per_host[host]:
-                del self._per_host[host]
+        self._open.release(connection, host)
         meeting.close_quietly(connection)
 
     def _handle(self, connection, host):
@@ -301,9 +286,7 @@ class ClusterStartup:
             self._listener.close()
             self._server.join(timeout=5)
             self._listener = None
-        with self._lock:
-            still_open = list(self._open)
-        for connection in still_open:
+        for connection in self._open.connections():
             try:
                 connection.shutdown(socket.SHUT_RDWR)  # its handler ends at once; it closes the socket itself
             except OSError:

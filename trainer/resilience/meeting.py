@@ -8,13 +8,17 @@ proves each side of an exchange: an HMAC-SHA256 over both sides' fresh nonces, b
 settings, their canonical JSON, so a captured exchange cannot be replayed or altered.
 """
 
+import collections
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import socket
+import threading
 import time
+
+from absl import logging
 
 from trainer.errors import UserError
 
@@ -161,3 +165,49 @@ def close_quietly(connection):
     except OSError:
         pass
     connection.close()
+
+
+class Admission:
+    """The connections handled at once: at most `total`, `per_host` of them from one address (thread-safe)."""
+
+    def __init__(self, total, per_host):
+        self.total, self.per_host = total, per_host
+        self._open, self._hosts, self._lock = set(), collections.Counter(), threading.Lock()
+
+    def admit(self, connection, host):
+        with self._lock:
+            if len(self._open) >= self.total or self._hosts[host] >= self.per_host:
+                return False
+            self._open.add(connection)
+            self._hosts[host] += 1
+            return True
+
+    def release(self, connection, host):
+        with self._lock:
+            self._open.discard(connection)
+            self._hosts[host] -= 1
+            if not self._hosts[host]:
+                del self._hosts[host]
+
+    def connections(self):
+        with self._lock:
+            return list(self._open)
+
+
+class DropLog:
+    """One WARNING line per address a dropped message came from, then one for all past `limit` addresses."""
+
+    def __init__(self, limit):
+        self.limit, self._said, self._lock = limit, set(), threading.Lock()
+
+    def say(self, source, reason):
+        with self._lock:
+            if source in self._said or None in self._said:
+                return
+            self._said.add(source if len(self._said) < self.limit else None)
+            last = None in self._said
+        if last:
+            logging.warning("Cluster port: more messages dropped, from more addresses; no more lines about them.")
+        else:
+            logging.warning("Cluster port: ignored %s from %s (the next ones from there are not logged).", reason,
+                            source)
