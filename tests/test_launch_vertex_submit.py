@@ -214,9 +214,13 @@ def test_submit_vertex_through_the_real_gcloud(tmp_path, schema, hptuning_schema
             assert request["path"] == "/v1/projects/my-project/locations/europe-west4/customJobs"
             spec = body["jobSpec"]
             assert not list(schema.iter_errors(spec)), name
+            # multi-worker: the meeting secret submit_vertex.sh generated (its own test checks it)
+            secret = next((e["value"] for pool in spec["workerPoolSpecs"]
+                           for e in pool.get("containerSpec", {}).get("env", [])), "CLUSTER_SECRET")
             assert proto_json(spec["workerPoolSpecs"]) == [
                 json.loads(json.dumps(pool).replace("REGION-docker.pkg.dev/PROJECT_ID",
                                                     "europe-west4-docker.pkg.dev/my-project")
+                           .replace('"value": "CLUSTER_SECRET"', f'"value": "{secret}"')
                            .replace("gs://BUCKET/fmnist/packages/fmnist_trainer-0.1.0.tar.gz",
                                     "gs://launch/fmnist/packages/fmnist_trainer-0.1.0.tar.gz"))
                 for pool in vertex_spec(name)["workerPoolSpecs"]], name
