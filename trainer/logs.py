@@ -85,7 +85,7 @@ class LineFilter:
                 if not self.noise.search(line.decode(errors="replace")):
                     os.write(self.real, line)
 
-    def drain(self):
+    def drain(self, timeout=5.0):
         if self._thread is None:
             return
         try:
@@ -93,7 +93,7 @@ class LineFilter:
         except (OSError, ValueError):
             pass
         os.dup2(self.real, 2)  # the pipe's only writer gone: the thread reads to its end, then stops
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=timeout)
         self._thread = None
 
 
@@ -110,10 +110,11 @@ def filter_collective_aborts():
         atexit.register(drain)
 
 
-def drain():
-    """Passes on every line still in the stderr filter (a no-op without one): before os._exit."""
+def drain(timeout=5.0):
+    """Passes on every line still in the stderr filter (a no-op without one), waiting at most `timeout` seconds:
+    before os._exit."""
     if _filter is not None:
-        _filter.drain()
+        _filter.drain(timeout)
 
 
 @contextlib.contextmanager

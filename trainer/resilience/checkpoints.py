@@ -210,14 +210,18 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
             if self._saved_epoch_end == self._current_epoch:  # that epoch's end is saved (with its callbacks')
                 self._stop(self._current_epoch, self.steps_per_epoch - 1, signum, save=False)
             self._stop_where_training_is(self._current_epoch, signum)
-        self._end()
+        late = self._end()
         super().on_train_end(logs)
+        if late is not None:  # landed in the last vote or after it: `fit` ended at its last epoch's end, saved
+            self._stop(self._current_epoch, self.steps_per_epoch - 1, late, save=False)
 
     def _end(self):
-        self.signals.end_training()
+        """Training is over: the signals exit at once from now on. Returns a stop request `fit` never acted on."""
+        late = self.signals.end_training()
         for signum, previous in self._previous_handlers.items():
             signal.signal(signum, previous)
         self._previous_handlers = {}
+        return late
 
     def on_train_batch_begin(self, batch, logs=None):
         """Nothing: `_backup` records the step it saves."""
@@ -268,6 +272,8 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
     def _backup(self, epoch, batch=0):
         if not self._periodic:  # Keras's periodic save at an epoch's last step: save_epoch_end saves it
             return
+        if self._agreed is not None or (not self.multi_worker and self.signals.requested is not None):
+            self.signals.saving()  # a save of the agreed stop: the deadline may not cut it
         started = time.perf_counter()
         self._training_state._ckpt_saved_epoch.assign(epoch)
         self._training_state._ckpt_saved_batch.assign(batch)
@@ -280,6 +286,7 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         """Saves the training state at (epoch, step) (0-based; None: nothing done yet) and stops the run."""
         name = signal.Signals(signum).name
         by = name if self.signals.requested is not None or not self.multi_worker else f"{name} to another worker"
+        self.signals.saving()  # the deadline guards the agreement, never the save it agreed on
         if epoch is not None and save:
             self._backup(epoch, step)
         self._end()

@@ -61,7 +61,10 @@ class RunGuard:
         return self
 
     def __exit__(self, error_type, error, traceback):
-        self._release()
+        if error is None:
+            self._release()
+        else:  # stopping (a signal, a lost peer, a fault): the clean-ups may not hold the exit up (storage hung)
+            self.signals.bounded(self._release)
         if isinstance(error, LOST_PEER_ERRORS):
             raise lost_contact(error, self.checkpoint_dir, distribution.task_name(self.tf_config)) from None
         return False
