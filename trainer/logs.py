@@ -42,7 +42,8 @@ COLLECTIVE_ABORT_NOISE = re.compile(
     r":UNKNOWN:Error received from peer|The error could be from a previous operation|"
     r"RPC: /tensorflow\.)"
     r"|^\s*$"
-    r"|^\s*\[\[\{\{node [^}]*Collective"
+    r"|^\s*\[\[\{\{(function_)?node [^\]]*Collective"  # a collective's frame, also inside a multi-step loop
+    r"|^[IWEF]\d{4} .*\bdataset\.cc:\d+\]"  # the input pipeline's notice as its iterator is torn down
     r"|^\s*/job:\w+/replica:\d+/task:\d+\s*$"
     r"|^\s*:\{\\?\"created\\?\":")
 
