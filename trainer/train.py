@@ -23,7 +23,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 
 from trainer import (data, distribution, evaluate, export, models, monitoring, optimization, outputs, precision,
                      scores)
-from trainer.resilience import checkpoints, guard
+from trainer.resilience import checkpoints, guard, pauses
 from trainer.errors import UserError
 
 
@@ -47,8 +47,10 @@ def run(cfg, splits=None, strategy=None):
         logging.info("Output in %s; preemption backup in %s; TensorBoard logs in %s.", output.url,
                      job.checkpoint_dir, job.tensorboard_dir or output.child("logs"))
 
+        pauses.pause("start-up")
         started = time.perf_counter()
         if splits is None:
+            pauses.pause("data")
             splits = load_splits(job)
         data_seconds = time.perf_counter() - started
 
@@ -218,8 +220,10 @@ def evaluate_and_export(cfg, model, test, staging):
     `staging`. Returns the scores."""
     input_shape = models.get(cfg.job.model).input_shape
     views = cfg.recipe.test_time_augmentation
+    pauses.pause("evaluation")  # tests: a stop in evaluation, and the next one in export
     probabilities, labels = evaluate.predict(model, data.eval_dataset(*test, input_shape), views)
     test_scores, predicted = scores.summarize(probabilities, labels)
+    pauses.pause("export")
     export.export_saved_model(model, input_shape, os.path.join(staging, "saved_model"), views)
     np.savez_compressed(os.path.join(staging, "test_predictions.npz"),
                         class_id=predicted.astype(np.uint8), label=labels.astype(np.uint8),

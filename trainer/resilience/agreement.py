@@ -18,6 +18,8 @@ import time
 
 import tensorflow as tf
 
+from trainer.resilience import pauses
+
 VOTED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CHECK_SECONDS = 1.0          # how often the workers vote, about
 MAX_EXECUTIONS_BETWEEN = 1000
@@ -46,6 +48,7 @@ class StopAgreement:
         now = time.perf_counter()
         local = tf.constant([*(1.0 if requested == signum else 0.0 for signum in VOTED_SIGNALS),
                              now - self._last_vote])
+        pauses.pause("last-vote" if final else "vote")  # tests: a vote made slow on purpose
         votes = self._vote(local).numpy()
         seconds_per_execution = float(votes[-1]) / self.strategy.num_replicas_in_sync / self._executions
         self.interval = int(min(MAX_EXECUTIONS_BETWEEN, max(1, CHECK_SECONDS // max(seconds_per_execution, 1e-6))))

@@ -211,6 +211,8 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
                 self._stop(self._current_epoch, self.steps_per_epoch - 1, signum, save=False)
             self._stop_where_training_is(self._current_epoch, signum)
         late = self._end()
+        if self.multi_worker:  # one more vote, so that every worker stops on a request the last one missed
+            late = self.agreement.agree(late, final=True)
         super().on_train_end(logs)
         if late is not None:  # landed in the last vote or after it: `fit` ended at its last epoch's end, saved
             self._stop(self._current_epoch, self.steps_per_epoch - 1, late, save=False)

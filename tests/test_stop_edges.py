@@ -1,0 +1,43 @@
+"""A stop at the edges of training, with many workers (issue 26): the timing injected with the test-only
+FMNIST_TEST_PAUSES (trainer/resilience/pauses.py), real processes."""
+
+import signal
+import time
+
+import pytest
+
+from support.data import data_flags
+from support.processes import read_metrics, start_trainer, wait_all, wait_for_line, worker_tf_configs
+from trainer import errors
+
+pytestmark = pytest.mark.e2e
+
+SHORT = ("--model=mlp", "--recipe=seed", "--batch_size=128", "--train_examples=2000", "--epochs=2")
+
+
+def start_workers(args, tmp_path, name, pauses=""):
+    logs = [tmp_path / f"{name}{i}.log" for i in range(2)]
+    workers = [start_trainer(*args, env={"TF_CONFIG": config, "FMNIST_TEST_PAUSES": pauses}, log_path=log)
+               for config, log in zip(worker_tf_configs(2), logs)]
+    return workers, logs
+
+
+def test_a_sigterm_in_the_last_vote_stops_every_worker_with_75_and_the_rerun_finishes(prepared_data, tmp_path):
+    """The last vote is slow on purpose; SIGTERM to worker 1 lands in it. Both workers stop at the last epoch's
+    end (one more vote carries the request), 75; the rerun trains nothing and publishes. (Before: the request was
+    wiped, both evaluated and published, and the grace period's SIGKILL ended the signalled one.)"""
+    out = tmp_path / "out"
+    args = (*SHORT, f"--output_dir={out}", *data_flags())
+    workers, logs = start_workers(args, tmp_path, "w", pauses="last-vote=2")
+    wait_for_line(logs[1], "test pause: last-vote", workers, timeout=240)
+    time.sleep(0.5)
+    signalled = time.time()
+    workers[1].send_signal(signal.SIGTERM)
+    assert wait_all(workers, timeout=60) == [errors.RETRY, errors.RETRY], logs[0].read_text()[-2000:]
+    assert time.time() - signalled < 10
+    for log in logs:
+        assert "saved the backup at epoch 2, step 16 of 16" in log.read_text()
+    assert not (out / "metrics.json").exists()
+    workers, logs = start_workers(args, tmp_path, "r")
+    assert wait_all(workers, timeout=300) == [0, 0], logs[0].read_text()[-2000:]
+    assert read_metrics(out)["resumed_from_epoch"] == 2
