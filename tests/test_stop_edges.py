@@ -9,6 +9,7 @@ import pytest
 from support.data import data_flags
 from support.processes import read_metrics, start_trainer, wait_all, wait_for_line, worker_tf_configs
 from trainer import errors
+from trainer.resilience import peers
 
 pytestmark = pytest.mark.e2e
 
@@ -41,3 +42,25 @@ def test_a_sigterm_in_the_last_vote_stops_every_worker_with_75_and_the_rerun_fin
     workers, logs = start_workers(args, tmp_path, "r")
     assert wait_all(workers, timeout=300) == [0, 0], logs[0].read_text()[-2000:]
     assert read_metrics(out)["resumed_from_epoch"] == 2
+
+
+@pytest.mark.parametrize("moment, victim", [("data", 0), ("evaluation", 1), ("export", 0)])
+def test_a_sigterm_outside_fit_stops_every_worker_within_seconds(prepared_data, tmp_path, moment, victim):
+    """SIGTERM to one worker in data loading, evaluation or export (each made slow on purpose): the signalled
+    worker tells the others through the coordination service and every worker exits 75 within
+    peers.STOP_REACHES_EVERY_WORKER_SECONDS. (Before: only the signalled one stopped; the other went on, or waited
+    in a collective until TensorFlow gave up.)"""
+    args = (*SHORT, f"--output_dir={tmp_path / 'out'}", *data_flags())
+    workers, logs = start_workers(args, tmp_path, "w", pauses=f"{moment}=4")
+    wait_for_line(logs[victim], f"test pause: {moment}", workers, timeout=240)
+    time.sleep(0.5)
+    signalled = time.time()
+    workers[victim].send_signal(signal.SIGTERM)
+    statuses = wait_all(workers, timeout=60)
+    took = time.time() - signalled
+    texts = [log.read_text() for log in logs]
+    assert statuses == [errors.RETRY, errors.RETRY], texts[1 - victim][-2000:]
+    assert took < peers.STOP_REACHES_EVERY_WORKER_SECONDS, took
+    assert f"stopped by SIGTERM to worker-{victim} outside training" in texts[1 - victim]
+    assert all("Traceback" not in text for text in texts)
+    assert not (tmp_path / "out" / "metrics.json").exists()

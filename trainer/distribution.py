@@ -121,6 +121,12 @@ def get_strategy(name, tf_config=None, register_timeout_seconds=0):
     return strategy
 
 
+# The coordination service marks a worker lost after this long without a heartbeat (TensorFlow's default, set
+# here so that it is stated): the bound on a survivor noticing a frozen or vanished peer outside `fit`
+# (resilience/peers.py); inside `fit` a collective with a vanished peer fails sooner (measured: 6-7 s frozen).
+HEARTBEAT_SECONDS = 10.0
+
+
 def configure_coordination(tf_config, register_timeout_seconds):
     """The coordination service as MultiWorkerMirroredStrategy configures it (collective_all_reduce_strategy.py,
     `_initialize_multi_worker`: it keeps a configuration that exists), with a bounded cluster registration."""
@@ -132,4 +138,5 @@ def configure_coordination(tf_config, register_timeout_seconds):
             for job in ("chief", "worker") if job in cluster.jobs]
     context.context().configure_coordination_service(
         service_type="standalone", service_leader=multi_worker_util.coordination_leader(cluster),
-        coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(register_timeout_seconds * 1000))
+        coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(register_timeout_seconds * 1000),
+        heartbeat_timeout_in_ms=int(HEARTBEAT_SECONDS * 1000))

@@ -19,6 +19,7 @@ from trainer.resilience.callback_state import CallbackState, EpochEnd
 from trainer.resilience.goodput import Goodput, GoodputMeter, process_started
 from trainer.resilience.history import HISTORY_FILE, EpochHistory
 from trainer.resilience.lease import Lease
+from trainer.resilience.peers import StopBroadcast
 from trainer.resilience.signals import PROCESS
 
 # What every worker's collectives raise when a peer dies (preempted, evicted, crashed).
@@ -39,11 +40,14 @@ class RunGuard:
         self.lease = None
         self.goodput = None  # goodput.Goodput: what faults cost this job, once entered
         self.backup = None   # checkpoints.Backup of the run's `fit`, once its callbacks are made
+        self.peers = None    # peers.StopBroadcast under many workers: a stop outside `fit` reaches them all
 
     def __enter__(self):
         if self.strategy is None:
             self.strategy = self._start_strategy()
             self.signals.reinstall()
+            if self.multi_worker and distribution.name_of(self.strategy) == "multi_worker_mirrored":
+                self.peers = StopBroadcast(distribution.task_name(self.tf_config), self.signals).start()
         checkpoints.check_location(self.checkpoint_dir)
         self.lease = Lease(self.checkpoint_dir, distribution.task_name(self.tf_config)).acquire()
         self.signals.before_exit(self.lease.release)
@@ -61,6 +65,8 @@ class RunGuard:
         return self
 
     def __exit__(self, error_type, error, traceback):
+        if self.peers is not None:
+            self.peers.close()
         if error is None:
             self._release()
         else:  # stopping (a signal, a lost peer, a fault): the clean-ups may not hold the exit up (storage hung)

@@ -170,8 +170,9 @@ class StopSignals:
 
     # ---- a signal --------------------------------------------------------------------------------------------
 
-    def handle(self, signum):
-        """What a SIGTERM/SIGINT does now (also the plain signal handler of an in-process run: tests)."""
+    def handle(self, signum, by=None):
+        """What a SIGTERM/SIGINT does now (also the plain signal handler of an in-process run: tests). `by`: who
+        received it, when another worker did (peers.StopBroadcast)."""
         with self._lock:
             if self.published:
                 return
@@ -182,13 +183,23 @@ class StopSignals:
                 self.deadline.arm(STOP_DEADLINE_SECONDS, lambda: self.exit_now(
                     signum, "training did not reach the end of a step in time; "))
         if training is None:
-            self.exit_now(signum)
+            self.exit_now(signum, by=by)
             return
         training.stop()
         logging.info("%s received: saving a backup after the step in progress, then stopping.",
                      signal.Signals(signum).name)
 
-    def exit_now(self, signum, why=""):
+    def lost_peer(self, what):
+        """Another worker (or the coordination service) is gone: outside `fit`, stop too; inside it, the
+        collectives say so themselves (guard.lost_contact)."""
+        with self._lock:
+            if self.published or self.training is not None:
+                return
+        self.exit_now(None, message=f"lost contact with {what} outside training: a peer worker stopped or was "
+                                    "lost. The job stopped; rerun every worker with the same flags to resume from "
+                                    "the last backup.")
+
+    def exit_now(self, signum, why="", by=None, message=None):
         """Exits 75 within EXIT_SECONDS: the clean-ups get CLEAN_UP_SECONDS together (storage may hang), the
         stderr filter DRAIN_SECONDS. A second caller (the deadline and a second signal at once) leaves it to the
         first."""
@@ -199,9 +210,9 @@ class StopSignals:
             why += f"the clean-ups (lease, goodput) did not end within {CLEAN_UP_SECONDS:.0f} s; "
         from trainer import logs
         logs.drain(DRAIN_SECONDS)  # the lines before this one first
-        message = (f"fmnist-train: error: stopped by {signal.Signals(signum).name} {where}; {why}a rerun of the "
-                   "same command resumes from the last backup.\n")
-        os.write(logs.real_stderr(), message.encode())
+        message = message or (f"stopped by {by or signal.Signals(signum).name} {where}; {why}a rerun of the same "
+                              "command resumes from the last backup.")
+        os.write(logs.real_stderr(), f"fmnist-train: error: {message}\n".encode())
         os._exit(RETRY)
 
     @staticmethod
