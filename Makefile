@@ -55,10 +55,13 @@ run: setup data
 	$(PY) -m trainer.compare $(OUT)/mlp $(OUT)/cnn
 
 ## Every test, in three steps with their own budgets: pytest (in-process and end-to-end), the fault soak (10 kills of
-## one process, 3 of two workers), the container image (podman; installs what it needs on a fresh Debian machine).
+## one process, 3 of two workers: in a vote, evaluation and export; a new seed each time, printed: SOAK_SEED=N
+## replays it), the container image (podman; installs what it needs on a fresh Debian machine).
+SOAK_SEED ?=
 test: setup lint-venv data
 	$(PY) -m pytest -m "not image" -n 2 --durations=15 $(PYTEST_ARGS)
-	rm -rf $(OUT)/soak-ci && $(PY) tests/fault_soak.py --kills=10 --worker_kills=3 --seed=7 --out=$(OUT)/soak-ci
+	rm -rf $(OUT)/soak-ci && $(PY) tests/fault_soak.py --kills=10 --worker_kills=3 $(if $(SOAK_SEED),--seed=$(SOAK_SEED)) \
+		--out=$(OUT)/soak-ci
 	$(PY) -m pytest -m image --durations=5 $(PYTEST_ARGS)
 
 ## The in-process layer alone (no trainer processes, no containers): under a minute.
@@ -81,9 +84,11 @@ reproduce: setup data
 		$(subst $(eval) ,$(comma),$(foreach s,$(REPRODUCE_SEEDS),$(REPRODUCE)/mlp-$(s)))=0.875 \
 		$(subst $(eval) ,$(comma),$(foreach s,$(REPRODUCE_SEEDS),$(REPRODUCE)/cnn-$(s)))=0.905
 
-## The fault soak (docs/distributed.md): a run killed at 30 random moments, then 2 workers killed 8 times.
+## The fault soak (docs/distributed.md): a run killed at 30 random moments, then 2 workers killed 10 times (the chief
+## and the other in turn; start-up, training, a vote, evaluation, export). A new seed each time; SOAK_SEED=N replays.
 soak: setup data
-	rm -rf $(OUT)/soak && $(PY) tests/fault_soak.py --kills=30 --worker_kills=8 --out=$(OUT)/soak
+	rm -rf $(OUT)/soak && $(PY) tests/fault_soak.py --kills=30 --worker_kills=10 $(if $(SOAK_SEED),--seed=$(SOAK_SEED)) \
+		--out=$(OUT)/soak
 
 ## Benchmarks (docs/benchmarks.md): the seed recipe against the fast one, and the strong model over 3 seeds.
 bench: setup data

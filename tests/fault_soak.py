@@ -5,12 +5,16 @@
 Phase 1, one process: an uninterrupted reference run, then the same command killed --kills times (SIGKILL and
 SIGTERM mixed, seeded) at moments spread over start-up, training, evaluation, export and publishing, rerun after
 each kill. Phase 2, two MultiWorkerMirroredStrategy workers with per-epoch backups (what the launchers ship): an
-uninterrupted 2-worker reference, then one worker killed --worker_kills times; when the other does not stop by
-itself within 30 s it gets SIGTERM, as a JobSet restarting every worker would send; both rerun.
+uninterrupted 2-worker reference, then one worker killed --worker_kills times, the chief and the other worker in
+turn, in start-up, training, a stop vote, evaluation or export (the first three kills: the vote, evaluation and
+export, in the seed's order; the moments found with the test-only FMNIST_TEST_PAUSES, which makes that one moment
+slow and announce itself); when the other does not stop by itself within 30 s it gets SIGTERM, as a JobSet
+restarting every worker would send; both rerun. Every soak picks a new seed and prints it: `--seed=N` replays it.
 
 Checked after every run: no traceback, exit status 0 (finished), 75 (retry me) or the kill's own, no run past
-RUN_TIMEOUT (a hung trainer fails the soak instead of hanging CI), both workers 75 after a SIGTERM to one in
-training; at the end of every job, single-process or 2-worker: exactly one finished result (metrics.json, no
+RUN_TIMEOUT (a hung trainer fails the soak instead of hanging CI), no wait for a moment of the run reaching its
+deadline with the run still going, both workers 75 after a SIGTERM to one in training, the survivor of a SIGKILLed
+peer 75 (unless it is the chief and had published); at the end of every job, single-process or 2-worker: exactly one finished result (metrics.json, no
 staging, no backup left), every epoch in its history, and its uninterrupted reference's weights, bit for bit (a
 resumed run sees the batches the reference saw from the step it resumes at: data.train_dataset). Prints the tally:
 each kill, where it landed, where the next run resumed.
@@ -33,6 +37,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import clean_env, free_ports  # noqa: E402  (the trainer's environment and ports, as the benchmarks)
 RETRY = 75
 PHASES = ("start-up", "training", "evaluation/export/publishing")
+# Where the 2-worker phase kills; the last three are found with FMNIST_TEST_PAUSES (trainer/resilience/pauses.py).
+WORKER_PHASES = ("start-up", "training", "vote", "evaluation", "export")
+PAUSES = {"vote": "vote=0.4", "evaluation": "evaluation=2", "export": "export=2"}
 
 
 RUN_TIMEOUT = 300.0  # seconds any one run may take here (a few tens normally): a hung trainer fails the soak
@@ -83,6 +90,8 @@ class Soak:
     def __init__(self, args):
         self.args, self.rng = args, random.Random(args.seed)
         self.tally, self.problems, self.logs = [], [], 0
+        self.worker_kills = []  # (phase, victim, signal, where it landed) of each 2-worker kill
+        self.notes = []         # what is left behind that is not a fault of the run
 
     def log_path(self, name):
         self.logs += 1
@@ -149,12 +158,16 @@ class Soak:
         finals.append(self._check_result(out, reference, faults))
         return finals, reference
 
-    def wait_for(self, process, log, pattern, deadline=120):
-        """Until `pattern` appears in the log (True) or the process exits (False)."""
-        pattern, limit = re.compile(pattern, re.M | re.S), time.time() + deadline
-        while process.poll() is None and time.time() < limit:
-            if pattern.search(log.read_text()):
+    def wait_for(self, process, log, pattern, deadline=120, count=1):
+        """Until `pattern` appears in the log `count` times (True) or the process exits (False); reaching the
+        deadline with the process still running is a problem (the run is stuck, or the pattern is wrong)."""
+        pattern, limit = re.compile(pattern, re.M), time.time() + deadline
+        while process.poll() is None:
+            if len(pattern.findall(log.read_text())) >= count:
                 return True
+            if time.time() > limit:
+                self.problems.append(f"{log.name}: no {pattern.pattern!r} within {deadline} s, still running")
+                return False
             time.sleep(0.05)
         return False
 
@@ -199,14 +212,46 @@ class Soak:
                                  f"{final['test_accuracy']:.4f} vs {reference.get('test_accuracy', float('nan')):.4f})")
         return final
 
-    def start_workers(self, args, out, checkpoints, name):
+    def start_workers(self, args, out, checkpoints, name, pauses=""):
         hosts = [f"localhost:{port}" for port in free_ports(2)]
         logs = [self.log_path(f"{name}{i}") for i in range(2)]
         workers = [start(trainer_command(args, out, [f"--checkpoint_dir={checkpoints}"], backup_every_steps=None),
                          log, env={"TF_CONFIG": json.dumps({"cluster": {"worker": hosts},
-                                                            "task": {"type": "worker", "index": i}})})
+                                                            "task": {"type": "worker", "index": i}}),
+                                   "FMNIST_TEST_PAUSES": pauses})
                    for i, log in enumerate(logs)]
         return workers, logs
+
+    def worker_kill_plan(self, kills):
+        """(victim, phase) of the 2-worker kill number `kills`: the chief and the other in turn, the vote,
+        evaluation and export first (in the seed's order), then any phase."""
+        if not hasattr(self, "_plan"):
+            first = list(WORKER_PHASES[2:])
+            self.rng.shuffle(first)
+            self._plan, self._first_victim = first, self.rng.randrange(2)
+        phase = self._plan[kills] if kills < len(self._plan) else self.rng.choice(WORKER_PHASES)
+        return (self._first_victim + kills) % 2, phase
+
+    def _kill_worker_when(self, worker, log, phase):
+        """Waits for a random moment of `phase` in the victim's run; returns where it landed, or None."""
+        epochs = self.args.epochs
+        if phase == "start-up":  # the workers meeting, TensorFlow's start-up, the data
+            time.sleep(self.rng.uniform(1.0, 6.0))
+        elif phase == "training":
+            self.wait_for(worker, log, epoch_begins(self.rng.randint(1, epochs), epochs))
+            time.sleep(self.rng.uniform(0.0, 1.0))
+        elif phase == "vote":  # one of the votes of a random epoch, slowed to 0.4 s
+            self.wait_for(worker, log, epoch_begins(self.rng.randint(1, epochs), epochs))
+            votes = len(re.findall(r"test pause: vote", log.read_text()))
+            self.wait_for(worker, log, r"test pause: vote", count=votes + 1)
+            time.sleep(self.rng.uniform(0.0, 0.3))
+        else:  # evaluation or export, slowed to 2 s
+            self.wait_for(worker, log, rf"test pause: {phase}", deadline=RUN_TIMEOUT)
+            time.sleep(self.rng.uniform(0.0, 1.8))
+        if worker.poll() is not None:
+            return None
+        where = phase_of(log.read_text())
+        return phase if phase in PAUSES else where
 
     def two_workers(self):
         """2 workers with per-epoch backups (what the launchers ship): an uninterrupted reference, then one job
@@ -224,23 +269,19 @@ class Soak:
         checkpoints = f"{out}-backup"
         kills = 0
         while True:
-            workers, logs = self.start_workers(args, out, checkpoints, "worker")
+            victim, phase = self.worker_kill_plan(kills)
+            workers, logs = self.start_workers(args, out, checkpoints, "worker",
+                                               pauses=PAUSES.get(phase, "") if kills < args.worker_kills else "")
             if kills >= args.worker_kills:
                 statuses = [self.wait(w, log) for w, log in zip(workers, logs)]
                 texts = [self.check_log(log, status, {0}) for log, status in zip(logs, statuses)]
                 self.tally.append(("2 workers", "-", "(final run)", resumed_at(texts[0]), statuses))
                 break
-            victim = self.rng.randrange(2)
             signum = self.rng.choice((signal.SIGKILL, signal.SIGTERM))
-            if kills % 2:  # start-up (the workers waiting for each other), or training
-                time.sleep(self.rng.uniform(1.0, 6.0))
-            else:
-                self.wait_for(workers[victim], logs[victim],
-                              epoch_begins(self.rng.randint(1, args.epochs), args.epochs))
-                time.sleep(self.rng.uniform(0.0, 1.0))
-            where = phase_of(logs[victim].read_text()) if workers[victim].poll() is None else "(had exited)"
+            where = self._kill_worker_when(workers[victim], logs[victim], phase) or "(had exited)"
             if workers[victim].poll() is None:
                 workers[victim].send_signal(signum)
+            self.worker_kills.append((phase, victim, signal.Signals(signum).name, where))
             other = workers[1 - victim]
             try:
                 other.wait(timeout=30)
@@ -254,10 +295,18 @@ class Soak:
                     other.kill()
                     restarted += ", then SIGKILL after the grace period"
                     self.problems.append(f"{logs[1 - victim].name}: SIGTERM did not stop it within 30 s")
+            if signum == signal.SIGTERM and restarted and where not in ("start-up", "(had exited)"):
+                self.problems.append(f"SIGTERM to worker {victim} in {where}: the other did not stop with it")
             statuses = [self.wait(w, log, timeout=120) for w, log in zip(workers, logs)]
             texts = [self.check_log(log, status, {0, RETRY, -signal.SIGKILL}) for log, status in zip(logs, statuses)]
-            if signum == signal.SIGTERM and "training" in where and statuses != [RETRY, RETRY]:
+            if signum == signal.SIGTERM and ("training" in where or where == "vote") and statuses != [RETRY, RETRY]:
                 self.problems.append(f"SIGTERM to worker {victim} in {where}: exit statuses {statuses}, not 75, 75")
+            survivor = 1 - victim
+            published = survivor == 0 and "Test accuracy" in texts[survivor]
+            if (signum == signal.SIGKILL and not where.startswith("(") and statuses[survivor] != RETRY
+                    and not published):
+                self.problems.append(f"SIGKILL to worker {victim} in {where}: the survivor exited "
+                                     f"{statuses[survivor]}, not 75")
             saved = re.findall(r"saved the backup at (epoch \d+, step \d+)", "\n".join(texts))
             self.tally.append(("2 workers", f"{signal.Signals(signum).name} to worker {victim}", where + restarted
                                + (f"; both saved {saved[0]}" if len(saved) == 2 and saved[0] == saved[1] else ""),
@@ -266,8 +315,12 @@ class Soak:
         final = self._check_result(out, reference)
         if final["num_workers"] != 2:
             self.problems.append("the 2-worker result does not say 2 workers")
-        if os.path.exists(checkpoints) and os.listdir(checkpoints):
-            self.problems.append(f"{checkpoints} is left: {os.listdir(checkpoints)}")
+        left = sorted(os.listdir(checkpoints)) if os.path.exists(checkpoints) else []
+        if left and all(name.startswith(".lease-") for name in left):  # a SIGKILLed worker's: it expires by itself
+            self.notes.append(f"{checkpoints}: only the lease of a killed worker is left ({left}): it holds no "
+                              "training state and expires by itself (trainer/resilience/lease.py)")
+        elif left:
+            self.problems.append(f"{checkpoints} is left: {left}")
         return final, reference
 
     def report(self):
@@ -276,16 +329,24 @@ class Soak:
         for kind, signame, where, resumed, status in self.tally:
             print(f"| {kind} | {resumed or '-'} | {signame} | {where} | {status} |")
         kills = sum(1 for row in self.tally if row[1] != "-")
-        print(f"\n{kills} kills; problems: {len(self.problems)}")
+        per_phase = {phase: sum(k[0] == phase for k in self.worker_kills) for phase in WORKER_PHASES}
+        per_worker = {f"worker {i}{' (chief)' if i == 0 else ''}": sum(k[1] == i for k in self.worker_kills)
+                      for i in range(2)}
+        print(f"\n2-worker kills per phase: {per_phase}; per worker: {per_worker}; signals: "
+              f"{sorted(k[2] for k in self.worker_kills)}")
+        print(f"{kills} kills; problems: {len(self.problems)}; seed {self.args.seed} (replay: --seed="
+              f"{self.args.seed})")
         for problem in self.problems:
             print(f"PROBLEM: {problem}")
+        for note in self.notes:
+            print(f"NOTE: {note}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--worker_kills", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=None, help="replays a soak (default: a new seed, printed)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train_examples", type=int, default=6000)
     parser.add_argument("--out", default=str(ROOT / "out" / "soak"))
@@ -298,6 +359,9 @@ def main(argv=None):
         parser.error(f"--out={args.out} is not empty: a soak needs a folder of its own (finished jobs in it would "
                      "look done)")
     os.makedirs(args.out, exist_ok=True)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1, 1_000_000)
+    print(f"fault soak, seed {args.seed} (replay: {' '.join(sys.argv[:1])} --seed={args.seed} ...)", flush=True)
     soak = Soak(args)
     started = time.time()
     finals, reference = soak.one_process()
