@@ -158,7 +158,7 @@ class Soak:
         finals.append(self._check_result(out, reference, faults))
         return finals, reference
 
-    def wait_for(self, process, log, pattern, deadline=120, count=1):
+    def wait_for(self, process, log, pattern, deadline=RUN_TIMEOUT, count=1):
         """Until `pattern` appears in the log `count` times (True) or the process exits (False); reaching the
         deadline with the process still running is a problem (the run is stuck, or the pattern is wrong)."""
         pattern, limit = re.compile(pattern, re.M), time.time() + deadline
