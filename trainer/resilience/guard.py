@@ -22,8 +22,9 @@ from trainer.resilience.lease import Lease
 from trainer.resilience.peers import StopBroadcast
 from trainer.resilience.signals import PROCESS
 
-# What every worker's collectives raise when a peer dies (preempted, evicted, crashed).
-LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
+# What every worker's collectives raise when a peer dies (preempted, evicted, crashed); Aborted: the coordination
+# service declared a task lost (its heartbeats missed) and aborted the collectives.
+LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
 class RunGuard:
