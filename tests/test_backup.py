@@ -13,24 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from support.backup import latest, saved_backup
 from support.data import TFDS_MANUAL_DIR, splits, train_in_process
 from trainer import config, outputs, train
 from trainer.resilience import checkpoints, history, lease, signals
 from trainer.errors import RetryableError, UserError
-
-
-def saved_backup(directory, count=3):
-    """A backup as BackupAndRestore leaves it: `count` checkpoints in <dir>/chief (all kept), newest last."""
-    variable = tf.Variable(np.arange(1000, dtype=np.float32))
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), f"{directory}/chief", max_to_keep=count)
-    for step in range(count):
-        variable.assign_add(tf.ones(1000))
-        manager.save()
-    return manager
-
-
-def latest(directory):
-    return os.path.basename(tf.train.latest_checkpoint(f"{directory}/chief") or "none")
 
 
 def test_an_intact_backup_is_left_as_it_is(tmp_path):

@@ -22,7 +22,7 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from trainer.resilience.files import remove
+from trainer.resilience.files import failed_write, remove
 
 FOLDER = "callbacks"
 # The attributes that carry a callback's state from one epoch to the next, per class (tf-keras 2.21).
@@ -70,11 +70,16 @@ class CallbackState:
                     scalars[name][attribute] = None if value is None else float(value)
         buffer = io.BytesIO()
         np.savez(buffer, state=np.frombuffer(json.dumps(scalars).encode(), dtype=np.uint8), **arrays)
-        tf.io.gfile.makedirs(self.folder)
         temporary = f"{self.path(epochs_done)}.tmp"
-        with tf.io.gfile.GFile(temporary, "wb") as f:
-            f.write(buffer.getvalue())
-        tf.io.gfile.rename(temporary, self.path(epochs_done), overwrite=True)
+        with failed_write(self.folder, "the callbacks' state"):
+            try:
+                tf.io.gfile.makedirs(self.folder)
+                with tf.io.gfile.GFile(temporary, "wb") as f:
+                    f.write(buffer.getvalue())
+                tf.io.gfile.rename(temporary, self.path(epochs_done), overwrite=True)
+            except (tf.errors.OpError, OSError):
+                remove(temporary)
+                raise
 
     def restore(self, epochs_done):
         """Puts back the state saved after `epochs_done` epochs; returns the {name: {attribute: value}} restored

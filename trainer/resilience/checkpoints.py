@@ -3,7 +3,10 @@
 - Stopped politely (SIGTERM, SIGINT): `Backup` saves the training state of the step in progress and stops `fit`.
 - Killed: a rerun restores the newest backup and resumes there (`resume_step` says where the stream starts).
 - Damaged (files lost or truncated, an index naming a missing checkpoint, an unreadable history): `prepare_restore`
-  leaves only the newest intact checkpoint, or none, with one WARNING that says why.
+  (restore.py) leaves only the newest intact checkpoint, or none, with one WARNING that says why; a storage error
+  is retried, then "retry me" with everything kept.
+- A save that fails (a full disk, a quota, a failed write): one line naming the folder and the cause, exit 75,
+  the last good backup kept (TensorFlow writes a checkpoint beside the old one and indexes it last).
 - After the result is published (never before), `discard` deletes the backup behind a tombstone, so that a
   clean-up cut short is finished by the next run instead of being trusted.
 """
@@ -18,13 +21,12 @@ import tf_keras
 from absl import logging
 
 from trainer.errors import RETRY, RetryableError, UserError
-from trainer.resilience.files import remove, remove_if_empty
+from trainer.resilience.files import STORAGE_ERRORS, failed_write
 from trainer.resilience.agreement import StopAgreement
-from trainer.resilience.history import HISTORY_FILE
+from trainer.resilience.restore import (CHECKPOINTS, TOMBSTONE, checkpoint_problem, discard,  # noqa: F401
+                                        prepare_restore, resume_step)
 from trainer.resilience.signals import PROCESS, Training
 
-TOMBSTONE = "DISCARDING"     # written before a finished run's backup is deleted: what is left is not to be trusted
-CHECKPOINTS = "chief"        # the folder Keras's BackupAndRestore keeps its checkpoints in
 
 
 class Stopped(RetryableError):
@@ -51,92 +53,6 @@ def check_location(path):
                 if path.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST") else "")
         raise UserError(f"cannot write the preemption backup to --checkpoint_dir={path} "
                         f"({type(error).__name__}); choose a writable folder or gs:// prefix.{hint}") from None
-
-
-# ---- restoring ---------------------------------------------------------------------------------------------------
-
-def prepare_restore(checkpoint_dir):
-    """Leaves in `checkpoint_dir` only a backup that restores: the newest intact checkpoint, or none.
-
-    Every worker runs this on the same shared folder and reaches the same verdict; its changes are idempotent.
-    """
-    directory = checkpoint_dir.rstrip("/")
-    checkpoints = f"{directory}/{CHECKPOINTS}"
-    if tf.io.gfile.exists(f"{directory}/{TOMBSTONE}"):
-        logging.warning("The backup in %s belongs to a run that finished (its clean-up was cut short): "
-                        "discarding it and starting over.", checkpoint_dir)
-        discard(checkpoint_dir)
-        return
-    if not tf.io.gfile.isdir(checkpoints):
-        return
-    try:
-        state = tf.train.get_checkpoint_state(checkpoints)
-        listed = list(state.all_model_checkpoint_paths) if state else []
-    except Exception as error:  # a damaged state file: a text proto that no longer parses
-        listed, state = [], None
-        logging.debug("unreadable checkpoint state in %s: %s", checkpoints, error)
-    on_disk = sorted({name.split(".")[0] for name in tf.io.gfile.listdir(checkpoints) if name.startswith("ckpt-")},
-                     key=lambda name: int(name.split("-")[1]) if name.split("-")[1].isdigit() else -1)
-    candidates = list(dict.fromkeys([*reversed(listed), *(f"{checkpoints}/{n}" for n in reversed(on_disk))]))
-    if not candidates:
-        return
-    newest_problem = None
-    for path in candidates:
-        problem = checkpoint_problem(path)
-        if problem is None:
-            if state is None or path != state.model_checkpoint_path:
-                logging.warning("The newest backup in %s cannot be restored (%s): resuming from %s instead.",
-                                checkpoints, newest_problem or "its index is damaged", os.path.basename(path))
-                tf.compat.v1.train.update_checkpoint_state(checkpoints, path, all_model_checkpoint_paths=[path])
-            return
-        newest_problem = newest_problem or problem
-    logging.warning("The backup in %s cannot be restored (%s): starting over from epoch 1.", checkpoints,
-                    newest_problem)
-    remove(checkpoints)
-    remove(f"{directory}/{HISTORY_FILE}")
-
-
-def resume_step(checkpoint_dir, steps_per_epoch):
-    """The global step a run restored from `checkpoint_dir` continues at (0 without a backup).
-
-    Read before `fit`, so that the training stream can start there (data.train_dataset); the rule is Keras's
-    (`maybe_load_initial_counters_from_ckpt`, step-granular saves), and EpochHistory checks that Keras agrees.
-    """
-    latest = tf.train.latest_checkpoint(f"{checkpoint_dir.rstrip('/')}/{CHECKPOINTS}")
-    if latest is None:
-        return 0
-    reader = tf.train.load_checkpoint(latest)
-    epoch, batch = (int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
-                    for name in ("ckpt_saved_epoch", "ckpt_saved_batch"))
-    if epoch < 0 or batch < 0:
-        return 0
-    return epoch * steps_per_epoch + batch + 1
-
-
-def checkpoint_problem(path):
-    """None when every tensor of the checkpoint at `path` reads back, else what is wrong with it."""
-    try:
-        reader = tf.train.load_checkpoint(path)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-        return None
-    except Exception as error:  # NotFound, DataLoss, OutOfRange...: every way a checkpoint can be damaged
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
-
-
-def discard(checkpoint_dir):
-    """Deletes a finished run's backup: the tombstone first, so that a deletion cut short is never trusted."""
-    directory = checkpoint_dir.rstrip("/")
-    if not tf.io.gfile.isdir(directory):
-        return
-    with tf.io.gfile.GFile(f"{directory}/{TOMBSTONE}", "w") as f:
-        f.write("this backup belongs to a finished run\n")
-    for name in tf.io.gfile.listdir(directory):
-        name = name.rstrip("/")
-        if name != TOMBSTONE and not name.startswith(".lease"):
-            remove(f"{directory}/{name}")
-    remove(f"{directory}/{TOMBSTONE}")
-    remove_if_empty(directory)
 
 
 # ---- saving ------------------------------------------------------------------------------------------------------
@@ -179,7 +95,11 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         return self.every_step_saves or self.multi_worker
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        try:  # Keras's restore: a storage error there would otherwise read as "no backup, start afresh"
+            super().on_train_begin(logs)
+        except STORAGE_ERRORS as error:
+            raise RetryableError(f"cannot restore the backup in {self.backup_dir} ({type(error).__name__}): the storage "
+                          "failed for now; the backup is kept: rerun the same command.") from None
         handler = getattr(self.model, "_preemption_handler", None)
         if handler is not None:  # tf-keras enabled save_before_preemption (on Google Cloud): exit as "retry me"
             handler._exit_fn = lambda: os._exit(RETRY)
@@ -279,7 +199,8 @@ class Backup(tf_keras.callbacks.BackupAndRestore):
         started = time.perf_counter()
         self._training_state._ckpt_saved_epoch.assign(epoch)
         self._training_state._ckpt_saved_batch.assign(batch)
-        super()._backup(epoch, batch)
+        with failed_write(self.backup_dir, "the backup"):
+            super()._backup(epoch, batch)
         self.backup_seconds += time.perf_counter() - started
         self.last_saved_step = epoch * self.steps_per_epoch + batch + 1  # the global step a rerun resumes at
         self.last_saved_at = time.time()

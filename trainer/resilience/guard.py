@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from trainer import distribution
 from trainer.errors import RetryableError
-from trainer.resilience import callback_state, checkpoints, cluster, meeting
+from trainer.resilience import callback_state, checkpoints, cluster, meeting, restore
 from trainer.resilience.callback_state import CallbackState, EpochEnd
 from trainer.resilience.goodput import Goodput, GoodputMeter, process_started
 from trainer.resilience.history import HISTORY_FILE, EpochHistory
@@ -53,7 +53,7 @@ class RunGuard:
         self.lease = Lease(self.checkpoint_dir, distribution.task_name(self.tf_config)).acquire()
         self.signals.before_exit(self.lease.release)
         try:
-            checkpoints.prepare_restore(self.checkpoint_dir)
+            self._prepare_restore()
         except BaseException:
             self._release()
             raise
@@ -75,6 +75,22 @@ class RunGuard:
         if isinstance(error, LOST_PEER_ERRORS):
             raise lost_contact(error, self.checkpoint_dir, distribution.task_name(self.tf_config)) from None
         return False
+
+    def _prepare_restore(self):
+        """The chief alone repairs a damaged backup (restore.py); under MultiWorkerMirroredStrategy the others
+        wait for its verdict, so that no worker reads the folder while it changes, and all stop if it failed."""
+        chief = distribution.is_chief(self.tf_config)
+        collective = self.multi_worker and isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        failure = None
+        if chief:
+            try:
+                checkpoints.prepare_restore(self.checkpoint_dir)
+            except RetryableError as error:
+                failure = error
+        if collective and not restore.chief_verdict(self.strategy, chief, failure is None) and failure is None:
+            raise restore.refused_by_chief(self.checkpoint_dir)
+        if failure is not None:
+            raise failure
 
     def _start_strategy(self):
         """The strategy --strategy chooses; many workers meet first (cluster.ClusterStartup), in bounded time."""

@@ -9,7 +9,7 @@ import tf_keras
 from absl import logging
 from tf_keras.src.utils.mode_keys import ModeKeys
 
-from trainer.resilience.files import write_json
+from trainer.resilience.files import failed_write, write_json
 
 HISTORY_FILE = "history.json"
 
@@ -77,4 +77,5 @@ class EpochHistory(tf_keras.callbacks.Callback):
     def save(self):
         """history.json, once the backup of the epoch's end is saved (callback_state.EpochEnd)."""
         if self.write:
-            write_json(self.path, self.rows)
+            with failed_write(os.path.dirname(self.path), "the history"):
+                write_json(self.path, self.rows)
