@@ -32,6 +32,8 @@ def publish_or_retry(output, staging_dir, metrics):
     except transient_errors() as error:
         raise RetryableError(f"could not publish to {output.url} ({storage.first_line(error)}); the backup is kept: "
                              "rerun the same command to publish without training again.") from None
+    except OSError as error:  # a local output: a full disk or quota is "retry me", the backup kept
+        raise storage.write_failed(error, f"could not publish to {output.url}; the backup is kept") from None
 
 
 def fetch(url, names, scratch):

@@ -15,6 +15,7 @@ library honours the emulator and reports a missing bucket or missing credentials
 """
 
 import contextlib
+import errno
 import os
 import tempfile
 
@@ -123,6 +124,17 @@ def errors(url, access="write", doing=None, missing=None, name=None):
 
 # ------------------------------------------------------------------------------------------------ writing
 
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # a full disk or a quota: space may be freed, the run retried
+
+
+def write_failed(error, message):
+    """A local write's OSError as the contract's error: a full disk or quota is "retry me" (RetryableError),
+    anything else (no permission, not a folder) the user's to fix (UserError)."""
+    if getattr(error, "errno", None) in FULL_ERRNOS:
+        return RetryableError(f"{message} ({error.strerror}): free space there, then rerun the same command.")
+    return UserError(f"{message} ({error.strerror or error}): choose a folder you can write to.")
+
+
 def check_writable(url, flag, file=False):
     """Proves, before any work, that `url` (a folder, or with `file` the folder of a file) can be written: local
     folders are created, a bucket must exist; a UserError (or RetryableError) that names `flag` otherwise."""
@@ -145,8 +157,7 @@ def check_writable(url, flag, file=False):
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise UserError(f"cannot write to {flag}={url} ({error.strerror}): choose a folder you can write "
-                        "to.") from None
+        raise write_failed(error, f"cannot write to {flag}={url}") from None
 
 
 class AtomicFile:
@@ -165,18 +176,17 @@ class AtomicFile:
                 handle, self.temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(url)}.",
                                                           suffix=".tmp")
             except OSError as error:
-                raise UserError(f"cannot write {flag}={url} ({error.strerror}): choose a folder you can "
-                                "write to.") from None
+                raise write_failed(error, f"cannot write {flag}={url}") from None
         self.file = os.fdopen(handle, "w")
 
     def write(self, text):
         self.file.write(text)
 
     def commit(self):
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
         try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
             if is_gcs(self.url):
                 with errors(self.url, "write", doing="uploading", name=f"{self.flag}={self.url}"):
                     self.blob.upload_from_filename(self.temporary, content_type=self.content_type)
@@ -184,11 +194,12 @@ class AtomicFile:
             else:
                 os.replace(self.temporary, self.url)
         except OSError as error:
-            raise UserError(f"cannot write {self.flag}={self.url} ({error.strerror or error}).") from None
+            raise write_failed(error, f"cannot write {self.flag}={self.url}") from None
 
     def discard(self):
         if not self.file.closed:
-            self.file.close()
+            with contextlib.suppress(OSError):  # a full disk fails the flush again: the file goes anyway
+                self.file.close()
         if os.path.exists(self.temporary):
             os.remove(self.temporary)
 

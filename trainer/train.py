@@ -24,6 +24,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 from trainer import (data, distribution, evaluate, export, models, monitoring, optimization, outputs, precision,
                      scores)
 from trainer.resilience import checkpoints, guard, pauses
+from trainer.resilience.files import failed_write
 from trainer.errors import UserError
 
 
@@ -64,7 +65,8 @@ def run(cfg, splits=None, strategy=None):
                                      run_guard=run_guard, start_step=start_step, status=status)
 
         trained = plain_copy(job.model, model)
-        test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
+        with failed_write(staging, "the result (staging the SavedModel and predictions)"):
+            test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
         metrics = run_record(cfg, model, strategy, policy, tf_config, splits, history, test_scores,
                              data_seconds=data_seconds, train_seconds=train_seconds, output=output,
                              goodput=run_guard.goodput.summary(int(model._train_counter.numpy())))
