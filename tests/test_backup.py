@@ -107,7 +107,7 @@ def test_a_dead_instances_lease_does_not_block_a_rerun(tmp_path):
     if dead == 0:
         os._exit(0)
     os.waitpid(dead, 0)
-    held_by(owner="y", host=socket.gethostname(), pid=dead, expires=2e9)
+    held_by(owner="y", host=socket.gethostname(), pid=dead, expires=2e9, **lease.whereabouts())
     lease.Lease(str(tmp_path), "single").acquire().release()
     held_by(owner="z", host="elsewhere", pid=1, expires=2e9)
     with pytest.raises(RetryableError, match="expires by"):

@@ -197,7 +197,7 @@ def test_multi_worker_pods_prove_the_jobs_secret_from_a_read_only_secret_volume(
 def pod_environment(job, index):
     """The environment Kubernetes gives pod `index` of the rendered Indexed Job (fieldRefs resolved)."""
     fields = {"metadata.annotations['batch.kubernetes.io/job-completion-index']": str(index),
-              "metadata.labels['job-name']": job["metadata"]["name"]}
+              "metadata.labels['job-name']": job["metadata"]["name"], "metadata.uid": f"uid-of-pod-{index}"}
     env = {}
     for e in container(job)["env"]:
         if "value" in e:
