@@ -7,9 +7,10 @@ listens on its own cluster address, connects to every peer's, and the two exchan
 a worker has met every peer (in either direction), it closes its listener and creates the strategy, which then
 finds everyone up. While it waits, a line every WAIT_LINE_SECONDS (the first after 5 s) names who is missing;
 after --cluster_timeout seconds it gives up ("retry me"); a SIGTERM is handled at once (the signal watcher runs).
-Workers whose training settings differ (a rollout that changed a flag on some pods) would train different models,
-or hang in mismatched collectives: both sides of the exchange see the difference, and each stops with one line
-naming the flag.
+Workers whose training settings differ (a rollout that changed a flag on some pods, a node of another CPU that
+resolves --precision=auto otherwise) would train different models, or hang in mismatched collectives: both sides
+of the exchange see the difference, and each stops with one line naming it (`difference`: exit 2, or 75 where the
+host decides it).
 
 Anyone on the pod network can reach the port, so a stranger must neither form the job nor fail it nor stall it.
 An inbound hello is only a claim: the listener calls the claimed peer back at its TF_CONFIG address ("is this
@@ -44,14 +45,25 @@ REGISTER_SECONDS = 15.0
 MAX_CONNECTIONS = 32         # handled at once; each ends within meeting.CONNECTION_SECONDS
 MAX_PER_HOST = 4             # of them from one address: a peer needs 2 (its visit, its call-back)
 MAX_LOGGED_ADDRESSES = 256   # a line for the first drop from each, then one line for all the others
-# The job's settings that do not change training: where things are read and written, how long to wait.
-LOCAL_SETTINGS = ("output_dir", "checkpoint_dir", "tensorboard_dir", "data_dir", "tfds_manual_dir", "overwrite",
-                  "cluster_timeout", "cluster_secret_file", "metrics_address")
+# The job's settings that do not change training: where things are read and written, how long to wait. The backup
+# folder is not among them: workers that each kept a backup of their own would resume from different ones.
+LOCAL_SETTINGS = ("output_dir", "tensorboard_dir", "data_dir", "tfds_manual_dir", "overwrite", "cluster_timeout",
+                  "cluster_secret_file", "metrics_address")
 LOCAL_RECIPE_SETTINGS = ("threads_per_op",)  # not applied under many workers
+# What the flags resolve to on this host, compared after the flags: {name: whether the host decides it}. A
+# difference the host decides (--precision=auto is bfloat16 on a CPU with AVX512_BF16 or an Ampere GPU, float32
+# elsewhere; the GPUs a worker has) is "retry me", 75: a rerun may land on matching nodes, and the node pool is
+# the operator's to fix. The others are the command's or the image's (exit 2).
+RESOLVED = {"resolved precision": True, "replicas per worker": True, "strategy kind": False, "global batch": False,
+            "TensorFlow version": False, "tf-keras version": False}
 
 
 def training_settings(cfg):
-    """{flag name: value} of every setting that changes what the workers train (a config.RunConfig's, resolved)."""
+    """{name: value} of every setting that changes what the workers train: the flags (a config.RunConfig's,
+    resolved by its recipe), then what they resolve to on this host (RESOLVED)."""
+    import tensorflow as tf
+    import tf_keras
+    from trainer import distribution, precision
     values = {name: value for name, value in vars(cfg.job).items() if name not in LOCAL_SETTINGS}
     for declared in settings.declared(recipes.Recipe):
         if declared.name not in LOCAL_RECIPE_SETTINGS:
@@ -59,7 +71,38 @@ def training_settings(cfg):
             for part in declared.path:
                 value = getattr(value, part)
             values[declared.name] = value
+    values.update({
+        "resolved precision": precision.resolve(cfg.job.precision, cfg.recipe.mixed_precision),
+        "replicas per worker": max(1, len(tf.config.list_physical_devices("GPU"))),
+        "strategy kind": distribution.resolved_name(cfg.job.strategy, distribution.cluster_spec_from_env()),
+        "global batch": cfg.recipe.batch_size,
+        "TensorFlow version": tf.__version__,
+        "tf-keras version": tf_keras.__version__,
+    })
     return json.loads(json.dumps(values))  # as the peers see them
+
+
+def difference(name, own, theirs):
+    """The first setting in which peer `name`'s `theirs` differs from `own`, as the error to stop with (UserError:
+    a flag or the image, RetryableError: the host), or None."""
+    for setting, value in own.items():
+        if theirs.get(setting) == value:
+            continue
+        if setting not in RESOLVED:
+            return UserError(f"{name} runs with other settings: --{setting}={_shown(theirs.get(setting))} there, "
+                             f"--{setting}={_shown(value)} here. Every worker must run the same command: start "
+                             "them all again with the same flags.")
+        if RESOLVED[setting]:
+            fix = ("pin it with --precision=float32" if setting == "resolved precision"
+                   else "give every worker the same GPUs")
+            return RetryableError(
+                f"{name} would train with another {setting}: {_shown(theirs.get(setting))} there, {_shown(value)} "
+                f"here, from the same flags: the hosts differ (a node pool of mixed CPUs or GPUs). Rerun on "
+                f"matching nodes, or {fix}.")
+        return UserError(f"{name} would train with another {setting}: {_shown(theirs.get(setting))} there, "
+                         f"{_shown(value)} here. Every worker must run the same image and command: start them all "
+                         "again alike.")
+    return None
 
 
 def tasks(tf_config):
@@ -106,7 +149,7 @@ class ClusterStartup:
                 for name in self.missing():
                     self._visit(name)
                 if self.mismatch:
-                    raise UserError(self.mismatch)
+                    raise self.mismatch
                 if not self.missing():
                     return
                 now = time.monotonic()
@@ -139,12 +182,7 @@ class ClusterStartup:
                 self.mismatch = self._difference(name, peer_settings)
 
     def _difference(self, name, theirs):
-        for flag, value in self.own.items():
-            if theirs.get(flag) != value:
-                return (f"{name} runs with other settings: --{flag}={_shown(theirs.get(flag))} there, "
-                        f"--{flag}={_shown(value)} here. Every worker must run the same command: start them all "
-                        "again with the same flags.")
-        return None
+        return difference(name, self.own, theirs)
 
     def _drop(self, source, reason, name=None):
         """Logged once per address; silent about an exchange cut short once its peer was met (two visits crossing)
