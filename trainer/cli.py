@@ -49,13 +49,15 @@ def report(program, message, status=PERMANENT):
     return status
 
 
-def fail(program, message, status=PERMANENT):
-    """The one-line error, then exit with `status`."""
+def fail(program, message, status=PERMANENT, hard=False):
+    """The one-line error, then exit with `status` (`hard`: without the interpreter's shutdown, see below)."""
     report(program, message, status)
     logs.drain()  # the lines still in the stderr filter of many workers (a no-op without one)
-    if "TF_CONFIG" in os.environ or "CLUSTER_SPEC" in os.environ:
+    if hard or "TF_CONFIG" in os.environ or "CLUSTER_SPEC" in os.environ:
         # Under many workers TensorFlow's shutdown waits for the other tasks, which may themselves wait in a
-        # collective for this one: leave without it.
+        # collective for this one: leave without it. With the backup on gs://, TensorFlow's Cloud Storage client
+        # can abort the shutdown after a stopped run (SIGABRT, "exception not rethrown"): leave without it too.
+        sys.stdout.flush()
         os._exit(status)
     sys.exit(status)
 
@@ -100,8 +102,8 @@ class Command:
             text.append(f"  --{declared.name}: {flag.help}{default}")
         return "\n".join(text).rstrip()
 
-    def fail(self, message, status=PERMANENT):
-        fail(self.program, message, status)
+    def fail(self, message, status=PERMANENT, hard=False):
+        fail(self.program, message, status, hard)
 
     def parse(self, argv):
         """absl's parsing, but help exits 0 and a bad flag exits 2 with one line; returns [program, *arguments]

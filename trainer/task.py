@@ -51,12 +51,13 @@ def main(argv):
         tf.config.list_physical_devices("GPU")
     if distribution.cluster_size(distribution.cluster_spec_from_env()) > 1:
         logs.filter_collective_aborts()  # a lost peer: one line of the job's, not a screen of native ones
+    hard = any(str(path).startswith("gs://") for path in (cfg.job.checkpoint_dir, cfg.job.output_dir))
     try:
         train.run(cfg)
     except UserError as error:
-        fail(str(error))
+        fail(str(error), hard=hard)
     except RetryableError as error:  # also a lost peer worker (trainer.resilience.guard)
-        fail(str(error), errors.RETRY)
+        fail(str(error), errors.RETRY, hard=hard)
     signals.PROCESS.finished()
 
 

@@ -30,6 +30,7 @@ from absl import logging
 from trainer.resilience.files import write_json
 
 GOODPUT_FILE = "goodput.json"
+JOIN_SECONDS = 30.0  # how long the last word waits for a heartbeat in flight (a storage call's own timeouts)
 HEARTBEAT_SECONDS = 2.0
 
 
@@ -76,8 +77,11 @@ class Goodput:
         return self
 
     def close(self):
-        """The last word of this run (its end, or a signal's exit)."""
+        """The last word of this run (its end, or a signal's exit). The heartbeat is joined first: a thread still
+        inside a gs:// write when the interpreter exits aborts the process (SIGABRT, "exception not rethrown")."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=JOIN_SECONDS)
         self.save()
 
     def retire(self):

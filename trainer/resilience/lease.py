@@ -62,7 +62,11 @@ class Lease:
         return self
 
     def release(self):
+        """Gives the lease up. The renewal thread is joined first: a thread still inside a gs:// write when the
+        interpreter exits aborts the process (SIGABRT, "exception not rethrown"), and it would renew after this."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=LEASE_RENEW_SECONDS * 3)
         try:
             if (self._read() or {}).get("owner") == self.record["owner"]:
                 tf.io.gfile.remove(self.path)
