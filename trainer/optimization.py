@@ -12,14 +12,16 @@ NOT_DECAYED = ("gamma", "beta", "bias")
 
 def optimizer(recipe, steps_per_epoch):
     """Adam as in the seed, or SGD with Nesterov momentum; both with decoupled weight decay of kernels
-    (AdamW-style: each step shrinks every kernel by learning rate x weight_decay) when the recipe sets one."""
+    (AdamW-style: each step shrinks every kernel by learning rate x weight_decay) when the recipe sets one, and an
+    average of the weights (`AveragedWeights`) when it sets --ema_momentum."""
     rate = learning_rate(recipe, steps_per_epoch)
     decay = recipe.weight_decay or None
+    average = dict(use_ema=True, ema_momentum=recipe.ema_momentum) if recipe.ema_momentum else {}
     if recipe.optimizer == "sgd":
         chosen = NesterovSGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=decay,
-                             bias_learning_rate_factor=recipe.bias_learning_rate_factor)
+                             bias_learning_rate_factor=recipe.bias_learning_rate_factor, **average)
     elif recipe.optimizer == "adam":
-        chosen = tf_keras.optimizers.Adam(learning_rate=rate, weight_decay=decay)
+        chosen = Adam(learning_rate=rate, weight_decay=decay, **average)
     else:
         raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
     if decay:
@@ -27,7 +29,37 @@ def optimizer(recipe, steps_per_epoch):
     return chosen
 
 
-class NesterovSGD(tf_keras.optimizers.SGD):
+class AveragedWeights:
+    """tf-keras's exponential moving average of the trainable weights (`use_ema`), used only once training is done.
+
+    The average is an optimizer variable, so the preemption backup holds it and a resumed run continues it. But
+    tf-keras copies it into the model at the end of every `fit`, before `on_train_end`, where a stop requested
+    after the last execution saves its backup: that backup would hold the average as the weights. So `fit`'s copy
+    does nothing here, and the trainer calls `use_average` once `fit` has finished.
+    Batch normalization's statistics are not averaged (they are not trainable): at a learning rate decaying to 0
+    the last steps' weights and the average differ little.
+    """
+
+    def finalize_variable_values(self, var_list):
+        """Nothing: see the class docstring (`use_average`)."""
+
+    def use_average(self, var_list):
+        """The model's `var_list` (its trainable variables) set to their average; nothing without one."""
+        if self.use_ema:
+            self._overwrite_model_variables_with_average_value(var_list)
+
+
+def use_average(model):
+    """After a finished `fit`: the model's weights become the optimizer's average, if the recipe keeps one."""
+    if isinstance(model.optimizer, AveragedWeights):
+        model.optimizer.use_average(model.trainable_variables)
+
+
+class Adam(AveragedWeights, tf_keras.optimizers.Adam):
+    """Keras's Adam (with an average of the weights, if asked)."""
+
+
+class NesterovSGD(AveragedWeights, tf_keras.optimizers.SGD):
     """SGD whose biases and batch-norm shifts learn `bias_learning_rate_factor` times faster than the kernels.
 
     With momentum SGD, scaling a variable's gradient by k is scaling its learning rate by k (its decoupled weight

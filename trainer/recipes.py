@@ -75,6 +75,11 @@ class Recipe:
     label_smoothing: float = setting(
         0.0, "Label smoothing of the cross-entropy target.", check=lambda v: 0 <= v < 1,
         message="--label_smoothing must be a number from 0 up to (not including) 1, e.g. 0.1.")
+    ema_momentum: float = setting(
+        0.0, "Keep an exponential moving average of the trainable weights, each step average = this x average + "
+             "(1 - this) x weights (0: off); the test scores and the SavedModel use the average. The average is "
+             "training state: the preemption backup holds it.", check=lambda v: 0 <= v < 1,
+        message="--ema_momentum must be a number from 0 up to (not including) 1, e.g. 0.99.")
     augmentation: Augmentation = Augmentation()
     test_time_augmentation: str = setting(
         "none", "Average each test image's predictions over views of it: none, flip (and its mirror image), "

@@ -63,7 +63,7 @@ def run(cfg, splits=None, strategy=None):
         history, train_seconds = fit(cfg, model, splits, train, validation,
                                      log_dir=tensorboard_dir(job, output, chief, staging), chief=chief,
                                      run_guard=run_guard, start_step=start_step, status=status)
-
+        optimization.use_average(model)  # only after a finished `fit` (optimization.AveragedWeights)
         trained = plain_copy(job.model, model)
         with failed_write(staging, "the result (staging the SavedModel and predictions)"):
             test_scores = evaluate_and_export(cfg, trained, splits.test, staging)
