@@ -3,7 +3,8 @@
 Used by bench/speed.py and bench/speedrun.py, one table per recipe, from the runs they made:
 
 - the floor: this CPU's float32 (and, where the CPU computes it natively, bfloat16) matrix-multiply rate, a
-  2048 x 2048 `tf.linalg.matmul` in a `tf.function`, best of a few rounds, measured in the same benchmark run;
+  2048 x 2048 `tf.linalg.matmul` in a `tf.function`, best of a few rounds, measured in the same benchmark run; a
+  run is compared with the floor of the number format it trained in (a mixed-bfloat16 run with bfloat16's);
 - an epoch's arithmetic: the model's multiply-adds per image (convolutions and dense layers, counted from its
   layers' shapes) x 2 FLOPs x 3 (forward, and the backward pass's two products) x the training images;
 - per epoch: the median of the run's epochs after the first (metrics.json's `history`), and the rate it reached;
@@ -45,15 +46,31 @@ def matmul_gflops(dtype="float32", rounds=3, repeats=10):
     return best
 
 
-def floor_line():
+def floors():
+    """{number format: GFLOP/s}: float32, and bfloat16 where the CPU computes it natively."""
+    import trainer  # noqa: F401
+    from trainer import precision
+    rates = {"float32": matmul_gflops("float32")}
+    if precision.native_bfloat16():
+        rates["bfloat16"] = matmul_gflops("bfloat16")
+    return rates
+
+
+def floor_of(run_precision, rates):
+    """(name, GFLOP/s) of the floor a run of `run_precision` (metrics.json's `precision`) is compared with: the
+    16-bit format's for a mixed-precision run, float32's otherwise (and where the 16-bit one was not measured)."""
+    compute = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(run_precision, "float32")
+    return (compute, rates[compute]) if compute in rates else ("float32", rates["float32"])
+
+
+def floor_line(rates=None):
     """One line for the report: the float32 rate, and bfloat16's where the CPU computes it natively."""
     import trainer  # noqa: F401
     from trainer import precision
-    rates = [f"float32 {matmul_gflops('float32'):.0f} GFLOP/s"]
-    if precision.native_bfloat16():
-        rates.append(f"bfloat16 {matmul_gflops('bfloat16'):.0f} GFLOP/s")
+    rates = rates or floors()
+    listed = [f"{name} {rate:.0f} GFLOP/s" for name, rate in rates.items()]
     flags = sorted(f for f in precision.cpu_flags() if f.startswith(("avx512", "amx", "avx2", "fma")))
-    return (f"Floor: {MATMUL_SIZE}² tf.linalg.matmul in a tf.function, best of 3: {', '.join(rates)}"
+    return (f"Floor: {MATMUL_SIZE}² tf.linalg.matmul in a tf.function, best of 3: {', '.join(listed)}"
             f"{'' if precision.native_bfloat16() else ' (no AVX512_BF16 / AMX: float32 only)'}. "
             f"CPU flags: {' '.join(flags)}.")
 
@@ -106,17 +123,21 @@ def evaluation_seconds(saved_model_dir, test_images):
     return time.perf_counter() - started
 
 
-def table(rows_by_recipe, floor_gflops, train_images, test_images):
-    """Markdown: one table per (model, recipe) group of runs (metrics.json dicts with `output_dir`)."""
+def table(rows_by_recipe, rates, train_images, test_images):
+    """Markdown: one table per (model, recipe) group of runs (metrics.json dicts with `output_dir`); `rates` as
+    `floors()` returns them, each run compared with its own number format's (`floor_of`)."""
     sections = []
     for (model, recipe), runs in rows_by_recipe.items():
         images, labels = train_images
         tflop = epoch_tflop(model, len(labels))
         input_s = input_seconds(recipe, model, images, labels)
         evaluation_s = evaluation_seconds(f"{runs[0]['output_dir']}/saved_model", test_images)
+        floor_name, floor_gflops = floor_of(runs[0]["precision"], rates)
         lines = [f"**{model}, --recipe={recipe}** ({multiply_adds(model) / 1e6:.2f} M multiply-adds per image: "
-                 f"{tflop:.2f} TFLOP per epoch of {len(labels):,} images; {runs[0]['precision']})", "",
-                 "| seed | epochs | train s | epoch s (median) | GFLOP/s | of the floor | tracing s | end of fit s "
+                 f"{tflop:.2f} TFLOP per epoch of {len(labels):,} images; {runs[0]['precision']}, against the "
+                 f"{floor_name} floor of {floor_gflops:.0f} GFLOP/s)", "",
+                 f"| seed | epochs | train s | epoch s (median) | GFLOP/s | of the {floor_name} floor | tracing s "
+                 "| end of fit s "
                  "| evaluation s | input s per epoch |",
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for m in runs:

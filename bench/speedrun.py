@@ -58,8 +58,8 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     load_before = anatomy.load_average()
-    floor = anatomy.floor_line()
-    floor_gflops = anatomy.matmul_gflops("float32")
+    floor_gflops = anatomy.floors()  # {number format: GFLOP/s}: each run is compared with its own format's
+    floor = anatomy.floor_line(floor_gflops)
 
     def run(name, *flags):
         if args.reuse:

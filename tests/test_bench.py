@@ -9,6 +9,7 @@ import pytest
 from support.data import DATA_DIR, ROOT, TFDS_MANUAL_DIR, splits, train_in_process
 
 sys.path.insert(0, str(ROOT / "bench"))
+import anatomy  # noqa: E402
 import score_validation  # noqa: E402
 import speed  # noqa: E402
 
@@ -57,6 +58,14 @@ def test_the_ablation_builds_up_to_the_fast_recipe_with_the_trainers_own_flags()
     names = {d.name for d in config.all_settings()}
     assert all(flag[2:].split("=")[0] in names for _, flags in variants for flag in flags)
     assert sum(label == "+ 1 thread per op" for label, _ in variants) == 1  # the MLP's names its thread setting
+
+
+def test_a_run_is_compared_with_the_floor_of_the_number_format_it_trained_in():
+    rates = {"float32": 328.0, "bfloat16": 1317.0}
+    assert anatomy.floor_of("mixed_bfloat16", rates) == ("bfloat16", 1317.0)
+    assert anatomy.floor_of("float32", rates) == ("float32", 328.0)
+    assert anatomy.floor_of("mixed_bfloat16", {"float32": 100.0}) == ("float32", 100.0)  # not measured: float32's
+    assert anatomy.floor_of("mixed_float16", rates) == ("float32", 328.0)
 
 
 @pytest.mark.e2e
