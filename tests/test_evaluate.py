@@ -47,4 +47,5 @@ def test_predicted_probabilities_are_the_mean_over_the_views(mode):
     expected = np.mean([model(evaluate.view(images, *spec)).numpy() for spec in evaluate.TEST_TIME_VIEWS[mode]],
                        axis=0)
     np.testing.assert_allclose(evaluate.predict_probabilities(model, images, mode).numpy(), expected, rtol=1e-5)
-    assert len(evaluate.TEST_TIME_VIEWS[mode]) == {"none": 1, "flip": 2, "flip_shift": 6}[mode]
+    views = evaluate.TEST_TIME_VIEWS[mode]
+    assert len(set(views)) == len(views) == {"none": 1, "flip": 2, "flip_shift": 6, "flip_grid": 18}[mode]

@@ -17,6 +17,9 @@ TEST_TIME_VIEWS = {
     "flip": [(False, 0, 0), (True, 0, 0)],
     # + the four one-pixel shifts: chosen on the strong recipe's validation split (docs/benchmarks.md).
     "flip_shift": [(False, 0, 0), (True, 0, 0), (False, 1, 0), (False, -1, 0), (False, 0, 1), (False, 0, -1)],
+    # The image and its mirror, each at the nine positions of a one-pixel grid: 18 views (the speedrun's; issue 28,
+    # docs/benchmarks.md).
+    "flip_grid": [(mirror, down, right) for mirror in (False, True) for down in (0, 1, -1) for right in (0, 1, -1)],
 }
 assert tuple(TEST_TIME_VIEWS) == recipes.TEST_TIME_AUGMENTATIONS
 

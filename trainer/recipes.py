@@ -25,7 +25,7 @@ DEFAULT = "fast"
 SCHEDULES = ("constant", "warmup_cosine", "linear_decay")
 OPTIMIZERS = ("adam", "sgd")
 # Views of each test image whose predictions are averaged (trainer.evaluate.TEST_TIME_VIEWS defines them).
-TEST_TIME_AUGMENTATIONS = ("none", "flip", "flip_shift")
+TEST_TIME_AUGMENTATIONS = ("none", "flip", "flip_shift", "flip_grid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,8 @@ class Recipe:
     augmentation: Augmentation = Augmentation()
     test_time_augmentation: str = setting(
         "none", "Average each test image's predictions over views of it: none, flip (and its mirror image), "
-                "flip_shift (+ four one-pixel shifts). The exported SavedModel does the same.",
+                "flip_shift (+ four one-pixel shifts), flip_grid (the image and its mirror, each at the nine "
+                "positions of a one-pixel grid: 18 views). The exported SavedModel does the same.",
         choices=TEST_TIME_AUGMENTATIONS)
     steps_per_execution: int = setting(
         1, "Batches run per call into the compiled train function: fewer Python round trips for small models.",
