@@ -64,3 +64,17 @@ def test_a_sigterm_outside_fit_stops_every_worker_within_seconds(prepared_data, 
     assert f"stopped by SIGTERM to worker-{victim} outside training" in texts[1 - victim]
     assert all("Traceback" not in text for text in texts)
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_a_worker_still_exporting_when_the_chief_has_published_finishes_with_0(prepared_data, tmp_path):
+    """Worker 1's export is slow on purpose, so the chief publishes first. The chief hosts the coordination
+    service: leaving at once, it looked like a lost chief to worker 1, which exited 75 ("lost contact with the
+    coordination service ... outside training", seen in CI). Now the chief waits for the others' word
+    (peers.StopBroadcast.finish) and both exit 0."""
+    out = tmp_path / "out"
+    args = (*SHORT, f"--output_dir={out}", *data_flags())
+    logs = [tmp_path / f"w{i}.log" for i in range(2)]
+    workers = [start_trainer(*args, env={"TF_CONFIG": config, "FMNIST_TEST_PAUSES": pauses}, log_path=log)
+               for config, log, pauses in zip(worker_tf_configs(2), logs, ("", "export=6"))]
+    assert wait_all(workers, timeout=300) == [0, 0], logs[1].read_text()[-2000:]
+    assert "This worker is done" in logs[1].read_text() and (out / "metrics.json").exists()

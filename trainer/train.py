@@ -82,6 +82,7 @@ def run(cfg, splits=None, strategy=None):
             shutil.rmtree(staging, ignore_errors=True)
             logging.info("This worker is done (weights sha256 %s); the chief publishes the results.",
                          metrics["weights_sha256"])
+        run_guard.finish()
         return metrics
 
 

@@ -106,6 +106,14 @@ class RunGuard:
         except LOST_PEER_ERRORS as error:
             raise lost_contact(error, self.checkpoint_dir, distribution.task_name(self.tf_config)) from None
 
+    def finish(self):
+        """A finished run's end: under many workers, no worker's exit may look like a lost peer to another that
+        is still evaluating or exporting (peers.StopBroadcast.finish)."""
+        if self.peers is not None:
+            me = distribution.task_name(self.tf_config)
+            others = [name for name, _ in cluster.tasks(self.tf_config) if name != me]
+            self.peers.finish(distribution.is_chief(self.tf_config), others)
+
     def _release(self):
         if self.goodput is not None:
             self.signals.forget(self.goodput.close)

@@ -15,6 +15,10 @@ workers, `StopBroadcast`:
   reported a peer missing its heartbeats, distribution.HEARTBEAT_SECONDS), a worker outside `fit` exits 75 with the job's
   lost-contact line; inside `fit` its collectives already say so.
 Nothing of this runs once the run is published or the guard is left.
+
+The chief hosts the service, so its exit looks like a lost chief to a worker still evaluating or exporting. At
+the end of a finished run (`finish`) the chief says it has published and waits up to DONE_WAIT_SECONDS for every
+other worker to say it is done; a worker waits for the chief's word (still watching), then stops watching and says so.
 """
 
 import signal
@@ -23,7 +27,10 @@ import threading
 from absl import logging
 
 STOP_KEY = "fmnist/stop"
+PUBLISHED_KEY = "fmnist/published"
+DONE_KEY = "fmnist/done/{task}"
 POLL_SECONDS = 1.0
+DONE_WAIT_SECONDS = 30.0  # the chief, after publishing, for each other worker's end of evaluation and export
 # SIGTERM to one worker outside `fit` -> every worker exited: the watch, a round trip, the exit (signals.py).
 STOP_REACHES_EVERY_WORKER_SECONDS = POLL_SECONDS + 1.0 + 5.0
 
@@ -55,6 +62,32 @@ class StopBroadcast:
     def close(self):
         self._closed.set()
         self.signals.forget(self.tell)
+
+    def finish(self, chief, others):
+        """The end of a finished run. The chief says it has published, then waits for every one of `others` (task
+        names) to say it is done, DONE_WAIT_SECONDS at most: its exit ends the service. A worker waits for the
+        chief's word while still watching (a chief lost before publishing is a lost peer: 75), then stops watching
+        and says it is done."""
+        import tensorflow as tf
+        if chief:
+            self._context.set_config_key_value(PUBLISHED_KEY, "published")
+            self.close()
+            for task in others:
+                try:
+                    self._context.get_config_key_value(DONE_KEY.format(task=task),
+                                                       timeout_in_ms=int(DONE_WAIT_SECONDS * 1000))
+                except tf.errors.OpError as error:  # gone, or too slow: the result is published either way
+                    logging.info("%s did not say it was done (%s); leaving without it.", task, type(error).__name__)
+                    return
+            return
+        while True:
+            try:
+                self._context.get_config_key_value(PUBLISHED_KEY, timeout_in_ms=int(POLL_SECONDS * 1000))
+                break
+            except tf.errors.DeadlineExceededError:  # the chief is still evaluating or publishing
+                continue
+        self.close()
+        self._context.set_config_key_value(DONE_KEY.format(task=self.task), "done")
 
     def _watch(self):
         import tensorflow as tf
