@@ -237,6 +237,7 @@ def test_the_chief_reports_progress_eta_and_metrics_then_100_percent(server, cer
 def test_refusals_and_an_unreachable_server_are_one_warning_and_a_backoff(server, certs, tmp_path, caplog):
     server.answers = [403, 422, 500]
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")  # a test before may have parsed absl flags: WARNING there
     reporter, tracker = reporter_for(server, certs, tmp_path, interval=0.1)
     train_fake(tracker, seconds_per_epoch=0.5)
     reporter.finish({"test_accuracy": 0.9, "test_loss": 0.3})
