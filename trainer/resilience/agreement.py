@@ -44,7 +44,7 @@ class StopAgreement:
         if self._executions < self.interval and not final:
             return None
         if self._vote is None:
-            self._vote = self._build()
+            self._vote = summed_over_workers(self.strategy)
         now = time.perf_counter()
         local = tf.constant([*(1.0 if requested == signum else 0.0 for signum in VOTED_SIGNALS),
                              now - self._last_vote])
@@ -59,14 +59,15 @@ class StopAgreement:
                 return signum
         return None
 
-    def _build(self):
-        strategy = self.strategy
 
-        def all_reduce(local):
-            # tf.identity: a value of the replica's own (all_reduce of the captured input has no destination)
-            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(local))
+def summed_over_workers(strategy):
+    """A tf.function that sums a tensor over every replica of `strategy`: a collective, so every worker calls it
+    at the same point (the stop votes here; the chief's verdict on the backup, restore.chief_verdict)."""
+    def all_reduce(local):
+        # tf.identity: a value of the replica's own (all_reduce of the captured input has no destination)
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(local))
 
-        @tf.function
-        def vote(local):
-            return strategy.experimental_local_results(strategy.run(all_reduce, args=(local,)))[0]
-        return vote
+    @tf.function
+    def vote(local):
+        return strategy.experimental_local_results(strategy.run(all_reduce, args=(local,)))[0]
+    return vote

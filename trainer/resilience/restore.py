@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
 from trainer.errors import RetryableError
+from trainer.resilience.agreement import summed_over_workers
 from trainer.resilience.files import STORAGE_ERRORS, Retry, remove, remove_if_empty
 from trainer.resilience.history import HISTORY_FILE
 
@@ -155,14 +156,8 @@ def resume_step(checkpoint_dir, steps_per_epoch, retry=RETRY):
 def chief_verdict(strategy, chief, ok):
     """Every worker of a MultiWorkerMirroredStrategy waits here until the chief has prepared the backup; True when
     it succeeded (only the chief's `ok` counts). A collective: the same call on every worker."""
-    def all_reduce(local):
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(local))
-
-    @tf.function
-    def vote(local):
-        return strategy.experimental_local_results(strategy.run(all_reduce, args=(local,)))[0]
     local = tf.constant(1.0 if chief and ok else (-1e6 if chief else 0.0))
-    return float(vote(local).numpy()) > 0
+    return float(summed_over_workers(strategy)(local).numpy()) > 0
 
 
 def refused_by_chief(checkpoint_dir):
