@@ -5,17 +5,15 @@ says; output goes to Cloud Storage through Workload Identity; every trainer flag
 is one the trainer accepts; the overlays and the documented deployment overlay pick what they say."""
 
 import copy
-import json
-import os
 import re
 
 import pytest
 import yaml
 
 from support.data import ROOT
-from support.launch import (CUSTOM_KINDS, HPTUNING_SPEC, KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, VERTEX_SPECS,
+from support.launch import (CUSTOM_KINDS, HPTUNING_SPEC, KUBERNETES_VERSIONS, MAIN_BIN, VERTEX_SPECS, checkov,
                             container, dockerfile_env, dockerfile_text, env_of, find, flag_verdicts, katib_trials,
-                            lint_tool, run, the_job, vertex_spec, vertex_trials, workloads)
+                            run, the_job, vertex_spec, vertex_trials, workloads)
 from trainer import errors
 
 # The launchers' checks run the checkers and launchers as processes, or read what kubectl rendered: the end-to-end
@@ -70,13 +68,7 @@ def test_checkov_reports_no_failed_check(rendered, kubernetes_files, tmp_path):
     control.write_text(yaml.safe_dump(insecure))
     files = [path for path, _ in rendered.values()] + [kubernetes_files["multi-worker"], kubernetes_files["katib"],
                                                        ROOT / "Dockerfile", control]
-    cmd = [lint_tool("checkov"), "--framework", "kubernetes", "dockerfile", "--skip-download", "--compact",
-           "-o", "json"]
-    for f in files:
-        cmd += ["-f", f]
-    result = run(cmd, env={**os.environ, **QUIET_CHECKOV}, timeout=300)
-    reports = json.loads(result.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
+    reports = checkov(files, frameworks=("kubernetes", "dockerfile"))
     assert {r["check_type"] for r in reports} == {"kubernetes", "dockerfile"}
 
     failed, skipped, passed = [], [], []

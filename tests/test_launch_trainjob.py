@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from support.data import ROOT
-from support.launch import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, container, env_of, fake_trainer, find,
+from support.launch import (KUBERNETES_VERSIONS, MAIN_BIN, checkov, container, env_of, fake_trainer, find,
                             flag_verdicts, lint_tool, run, team_overlay)
 from test_launch_jobset import model_errors
 from test_launch_kubernetes import jobset_action, pod_failure_action
@@ -214,12 +214,7 @@ def test_the_nodes_pods_are_valid_kubernetes_and_pass_checkov(trainjobs, tmp_pat
     for version in KUBERNETES_VERSIONS:
         result = run([MAIN_BIN / "kubernetes-validate", "--strict", "--quiet", "-k", version, *files])
         assert result.returncode == 0, f"Kubernetes {version}:\n{result.stdout}{result.stderr}"
-    cmd = [lint_tool("checkov"), "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json"]
-    for f in files:
-        cmd += ["-f", f]
-    result = run(cmd, env={**os.environ, **QUIET_CHECKOV}, timeout=300)
-    reports = json.loads(result.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
+    reports = checkov(files)
     failed = [c for r in reports for c in r["results"]["failed_checks"]]
     skipped = {c["check_id"] for r in reports for c in r["results"]["skipped_checks"]}
     passed = {c["check_id"] for r in reports for c in r["results"]["passed_checks"]}

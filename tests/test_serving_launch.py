@@ -28,7 +28,7 @@ import yaml
 from support import gcloud_sdk
 from support.data import ROOT
 from support.images import encode
-from support.launch import (KUBERNETES_VERSIONS, MAIN_BIN, QUIET_CHECKOV, fake_client, find, flag_verdicts,
+from support.launch import (KUBERNETES_VERSIONS, MAIN_BIN, checkov, fake_client, find, flag_verdicts,
                             lint_tool, run)
 from support.model import sample_images
 
@@ -56,11 +56,7 @@ def test_predict_job_is_valid_kubernetes_and_checkov_clean(rendered, tmp_path):
     del pod["securityContext"], pod["containers"][0]["securityContext"], pod["containers"][0]["resources"]
     (tmp_path / "control").mkdir()
     (tmp_path / "control" / "insecure.yaml").write_text(yaml.safe_dump(insecure))
-    result = run([lint_tool("checkov"), "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json",
-                  "-f", path, "-f", tmp_path / "control" / "insecure.yaml"],
-                 env={**os.environ, **QUIET_CHECKOV}, timeout=300)
-    report = json.loads(result.stdout)
-    report = report[0] if isinstance(report, list) else report
+    report = checkov([path, tmp_path / "control" / "insecure.yaml"])[0]
     assert report["summary"]["parsing_errors"] == 0
     failed = report["results"]["failed_checks"]
     ours = [c for c in failed if "control" not in c["file_path"]]

@@ -45,6 +45,15 @@ def run(cmd, **kwargs):
     return subprocess.run([str(c) for c in cmd], **kwargs)
 
 
+def checkov(files, frameworks=("kubernetes",)):
+    """checkov's JSON reports for `files`, offline: a list, one report per framework that found files."""
+    cmd = [lint_tool("checkov"), "--framework", *frameworks, "--skip-download", "--compact", "-o", "json"]
+    for f in files:
+        cmd += ["-f", f]
+    reports = json.loads(run(cmd, env={**os.environ, **QUIET_CHECKOV}, timeout=300).stdout)
+    return reports if isinstance(reports, list) else [reports]
+
+
 def find(docs, kind, name=None):
     found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
