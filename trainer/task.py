@@ -47,11 +47,11 @@ def main(argv):
     logs.configure()
     with logs.quiet_native_startup():  # TensorFlow only once the flags are known to be good
         import tensorflow as tf
-        from trainer import distribution, train
+        from trainer import distribution, storage, train
         tf.config.list_physical_devices("GPU")
     if distribution.cluster_size(distribution.cluster_spec_from_env()) > 1:
         logs.filter_collective_aborts()  # a lost peer: one line of the job's, not a screen of native ones
-    hard = any(str(path).startswith("gs://") for path in (cfg.job.checkpoint_dir, cfg.job.output_dir))
+    hard = any(storage.is_gcs(path) for path in (cfg.job.checkpoint_dir, cfg.job.output_dir))
     try:
         train.run(cfg)
     except UserError as error:

@@ -15,6 +15,7 @@ from absl import logging
 from google.protobuf import text_format
 from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
+from trainer import storage
 from trainer.errors import RetryableError
 from trainer.resilience.agreement import summed_over_workers
 from trainer.resilience.files import STORAGE_ERRORS, Retry, remove, remove_if_empty
@@ -101,7 +102,7 @@ def read_state(checkpoints):
         raise Damaged(str(error)) from None
     if not state.model_checkpoint_path:
         return None
-    absolute = lambda p: p if p.startswith("gs://") or os.path.isabs(p) else f"{checkpoints}/{p}"  # noqa: E731
+    absolute = lambda p: p if storage.is_gcs(p) or os.path.isabs(p) else f"{checkpoints}/{p}"  # noqa: E731
     state.model_checkpoint_path = absolute(state.model_checkpoint_path)
     state.all_model_checkpoint_paths[:] = [absolute(p) for p in state.all_model_checkpoint_paths]
     return state
