@@ -236,7 +236,11 @@ def test_run_docker_sh_runs_the_image_with_podman(image, prepared_data, tmp_path
 
 
 def multi_worker_pod():
-    """(command, environment) of the multi-worker overlay's trainer container, from its manifests."""
+    """(command, environment, secret files) of the multi-worker overlay's trainer container, from its manifests.
+
+    The secret files are {path in the container: key} for each Secret volume the container mounts, so that the
+    test can stand in for the Secret the operator creates (the pods do not start without it).
+    """
     folder = ROOT / "k8s" / "overlays" / "multi-worker"
     for path in sorted(folder.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -244,17 +248,40 @@ def multi_worker_pod():
             while stack:
                 node = stack.pop()
                 if isinstance(node, dict):
-                    if "k8s/tf_config.py" in (node.get("command") or []):
-                        return node["command"], node.get("env", [])
+                    pod = node.get("spec") if isinstance(node.get("spec"), dict) else None
+                    for container in (pod or {}).get("containers") or []:
+                        if "k8s/tf_config.py" in (container.get("command") or []):
+                            return container["command"], container.get("env", []), secret_files(pod, container)
                     stack += node.values()
                 elif isinstance(node, list):
                     stack += node
     pytest.fail(f"no container runs k8s/tf_config.py in {folder}")
 
 
+def secret_files(pod, container):
+    secrets = {v["name"]: v["secret"] for v in pod.get("volumes") or [] if "secret" in v}
+    files = {}
+    for mount in container.get("volumeMounts") or []:
+        secret = secrets.get(mount["name"])
+        for item in (secret or {}).get("items") or []:
+            files[f"{mount['mountPath']}/{item['path']}"] = item["key"]
+    return files
+
+
 def test_two_workers_train_together_and_only_the_chief_publishes(image, prepared_data, out):
-    command, env_list = multi_worker_pod()
+    command, env_list, secrets = multi_worker_pod()
     env = {e["name"]: str(e["value"]) for e in env_list if "value" in e}
+    # The Secret fmnist-cluster-secret the operator creates (docs/distributed.md), mounted where the pod mounts it:
+    # read-only, readable by the trainer's group only, as the volume's defaultMode 0440 and the pod's fsGroup make it.
+    secret_mounts = []
+    for number, (path, key) in enumerate(sorted(secrets.items())):
+        folder = out.parent / f"secret-{number}"
+        folder.mkdir()
+        (folder / key).write_text(f"{RUN_ID}-{key}-shared-by-both-workers\n")
+        os.chown(folder / key, 0, 10001)
+        os.chmod(folder / key, 0o440)
+        secret_mounts.append((folder / key, path, "ro"))
+    assert env.get("FMNIST_CLUSTER_SECRET_FILE") in secrets, (env.get("FMNIST_CLUSTER_SECRET_FILE"), secrets)
     # What Kubernetes fills in from the pod's metadata: the completion index (below) and the Job's name.
     env.setdefault("JOB_NAME", "fmnist-multi-worker-worker-0")
     count = int(env["WORKER_COUNT"])
@@ -268,7 +295,7 @@ def test_two_workers_train_together_and_only_the_chief_publishes(image, prepared
     names = [f"worker-{index}" for index in range(count)]
     try:
         for index, name in enumerate(names):
-            opts = hardened(name, network=NETWORK, mounts=[*data_mounts(), (out, "/out", "rw")],
+            opts = hardened(name, network=NETWORK, mounts=[*data_mounts(), *secret_mounts, (out, "/out", "rw")],
                             env={**env, "JOB_COMPLETION_INDEX": index}, entrypoint=command, detach=True)
             podman(*opts, "--ip", f"{SUBNET}.{FIRST_HOST + index}", *add_hosts, image,
                    *SHORT, "--data_dir=/data/tfds", "--output_dir=/out/mw", check=True)
