@@ -46,6 +46,11 @@ def process_started():
         return None
 
 
+def took_part(run):
+    """Whether a run's record says it resumed from a backup or reached training (else it ended in start-up)."""
+    return bool(run.get("resumed_from_step") or run.get("furthest_step") or run.get("first_step_at") is not None)
+
+
 class Goodput:
     """This run's record among the job's runs in `checkpoint_dir`/goodput.json; `write`: this task is the chief.
 
@@ -171,7 +176,10 @@ class Goodput:
     def summary(self, final_step):
         """metrics.json's `goodput` once training ended at global step `final_step`."""
         self._refresh()
-        runs = [*self.previous, self.run]
+        # A run stopped in start-up, before it resumed or trained, holds resumed_from_step 0 by default: as the
+        # "after" of a pair it would count every step of the run before it as trained again (the soak's seed 91198:
+        # 376 of 376). It trained nothing and resumed nothing, so it takes no part in the sums.
+        runs = [*[run for run in self.previous if took_part(run)], self.run]
         recomputed = [max(0, int(run.get("furthest_step") or 0) - int(after.get("resumed_from_step") or 0))
                       for run, after in zip(runs, runs[1:])]
         useful = 0.0
