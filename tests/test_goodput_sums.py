@@ -21,6 +21,7 @@ def test_a_run_stopped_in_start_up_counts_no_step_as_trained_again(tmp_path):
     summary = tracker.summary(final_step=376)
     assert summary["steps_recomputed"] == 0
     assert summary["restarts"] == 2
+    assert summary["runs"] == 4  # the one stopped in start-up still counts, and so does its time
 
 
 def test_steps_after_the_last_backup_count_as_trained_again(tmp_path):

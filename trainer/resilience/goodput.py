@@ -176,16 +176,18 @@ class Goodput:
     def summary(self, final_step):
         """metrics.json's `goodput` once training ended at global step `final_step`."""
         self._refresh()
+        runs = [*self.previous, self.run]
         # A run stopped in start-up, before it resumed or trained, holds resumed_from_step 0 by default: as the
         # "after" of a pair it would count every step of the run before it as trained again (the soak's seed 91198:
-        # 376 of 376). It trained nothing and resumed nothing, so it takes no part in the sums.
-        runs = [*[run for run in self.previous if took_part(run)], self.run]
+        # 376 of 376). It trained nothing and resumed nothing, so the steps are paired without it; its time still
+        # counts in the totals below.
+        training = [*[run for run in self.previous if took_part(run)], self.run]
         recomputed = [max(0, int(run.get("furthest_step") or 0) - int(after.get("resumed_from_step") or 0))
-                      for run, after in zip(runs, runs[1:])]
+                      for run, after in zip(training, training[1:])]
         useful = 0.0
-        for index, run in enumerate(runs):
+        for index, run in enumerate(training):
             begin = int(run.get("resumed_from_step") or 0)
-            end = int(runs[index + 1].get("resumed_from_step") or 0) if index + 1 < len(runs) else final_step
+            end = int(training[index + 1].get("resumed_from_step") or 0) if index + 1 < len(training) else final_step
             trained = int(run.get("furthest_step") or 0) - begin
             if trained > 0 and end > begin:
                 per_step = max(0.0, (run.get("training_seconds") or 0.0) - (run.get("backup_seconds") or 0.0)) \
