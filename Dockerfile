@@ -8,7 +8,7 @@
 # trainer flag (see docs/launch.md).
 #
 # One stage per variant, each on its own pinned base, with the same instructions below its FROM line
-# (tests/test_launchers.py checks that they are identical): no ARG is needed to choose a base, because
+# (tests/launch/test_launch_docker.py checks that they are identical): no ARG is needed to choose a base, because
 # podman 4.3 does not apply an ARG default inside `FROM base-${VARIANT}`. The tags must equal the tensorflow pin
 # in requirements.txt (checked there too); on these bases pip then finds TensorFlow installed and adds only the
 # rest of requirements.txt.
@@ -48,7 +48,7 @@ RUN python3 -m pip install --no-cache-dir --no-deps . \
     && useradd --uid 10001 --gid 10001 --home-dir /home/trainer --create-home --shell /usr/sbin/nologin trainer \
     && mkdir -p /data/tfds /out \
     && chown -R 10001:10001 /data /out \
-    && python3 -I -c "import trainer.task, trainer.train"
+    && python3 -I -c "import trainer.task, trainer.training.train"
 
 # A numeric user, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
@@ -90,7 +90,7 @@ RUN python3 -m pip install --no-cache-dir --no-deps . \
     && useradd --uid 10001 --gid 10001 --home-dir /home/trainer --create-home --shell /usr/sbin/nologin trainer \
     && mkdir -p /data/tfds /out \
     && chown -R 10001:10001 /data /out \
-    && python3 -I -c "import trainer.task, trainer.train"
+    && python3 -I -c "import trainer.task, trainer.training.train"
 
 # A numeric user, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001

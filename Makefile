@@ -46,13 +46,13 @@ $(LINT_VENV)/.installed: requirements-lint.txt constraints-lint.txt
 data: $(DATA_STAMP)
 
 $(DATA_STAMP): | $(VENV)/.installed
-	$(PY) -m trainer.prepare_data --data_dir=$(DATA_DIR) $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+	$(PY) -m trainer.commands.prepare_data --data_dir=$(DATA_DIR) $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
 ## The main job: the seed notebook's experiment, MLP against CNN, then the side-by-side table.
 run: setup data
 	$(TRAIN) --model=mlp --output_dir=$(OUT)/mlp
 	$(TRAIN) --model=cnn --output_dir=$(OUT)/cnn
-	$(PY) -m trainer.compare $(OUT)/mlp $(OUT)/cnn
+	$(PY) -m trainer.commands.compare $(OUT)/mlp $(OUT)/cnn
 
 ## Every test, in three steps with their own budgets: pytest (in-process and end-to-end), the fault soak (10 kills of
 ## one process, 3 of two workers: in a vote, evaluation and export; a new seed each time, printed: SOAK_SEED=N
@@ -60,13 +60,13 @@ run: setup data
 SOAK_SEED ?=
 test: setup lint-venv data
 	$(PY) -m pytest -m "not image" -n 2 --durations=15 $(PYTEST_ARGS)
-	rm -rf $(OUT)/soak-ci && $(PY) tests/fault_soak.py --kills=10 --worker_kills=3 $(if $(SOAK_SEED),--seed=$(SOAK_SEED)) \
+	rm -rf $(OUT)/soak-ci && $(PY) tests/e2e/fault_soak.py --kills=10 --worker_kills=3 $(if $(SOAK_SEED),--seed=$(SOAK_SEED)) \
 		--out=$(OUT)/soak-ci
 	$(PY) -m pytest -m image --durations=5 $(PYTEST_ARGS)
 
-## The in-process layer alone (no trainer processes, no containers): under a minute.
+## tests/unit/ alone, the in-process tests (no trainer processes, no containers): under two minutes.
 test-fast: setup data
-	$(PY) -m pytest -m "not e2e and not image" -n 2 --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -n 2 --durations=10 $(PYTEST_ARGS)
 
 ## The seed's two 10-epoch runs with the seed recipe, over REPRODUCE_SEEDS; fails unless each model's mean test
 ## accuracy reaches the notebook's (one run of this constant-learning-rate recipe varies by about half a point).
@@ -78,16 +78,16 @@ reproduce: setup data
 		$(PY) -m trainer.task --data_dir=$(DATA_DIR) $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR)) \
 			--recipe=seed --overwrite --model=$$model --seed=$$seed --output_dir=$(REPRODUCE)/$$model-$$seed \
 			|| exit 1; done; done
-	$(PY) -m trainer.compare $(foreach m,mlp cnn,$(REPRODUCE)/$(m)-$(firstword $(REPRODUCE_SEEDS))) \
+	$(PY) -m trainer.commands.compare $(foreach m,mlp cnn,$(REPRODUCE)/$(m)-$(firstword $(REPRODUCE_SEEDS))) \
 		--out=$(REPRODUCE)/report
-	$(PY) -m trainer.check_accuracy \
+	$(PY) -m trainer.commands.check_accuracy \
 		$(subst $(eval) ,$(comma),$(foreach s,$(REPRODUCE_SEEDS),$(REPRODUCE)/mlp-$(s)))=0.875 \
 		$(subst $(eval) ,$(comma),$(foreach s,$(REPRODUCE_SEEDS),$(REPRODUCE)/cnn-$(s)))=0.905
 
 ## The fault soak (docs/distributed.md): a run killed at 30 random moments, then 2 workers killed 10 times (the chief
 ## and the other in turn; start-up, training, a vote, evaluation, export). A new seed each time; SOAK_SEED=N replays.
 soak: setup data
-	rm -rf $(OUT)/soak && $(PY) tests/fault_soak.py --kills=30 --worker_kills=10 $(if $(SOAK_SEED),--seed=$(SOAK_SEED)) \
+	rm -rf $(OUT)/soak && $(PY) tests/e2e/fault_soak.py --kills=30 --worker_kills=10 $(if $(SOAK_SEED),--seed=$(SOAK_SEED)) \
 		--out=$(OUT)/soak
 
 ## Benchmarks (docs/benchmarks.md): the seed recipe against the fast one, and the strong model over 3 seeds.
@@ -114,7 +114,7 @@ constraints:
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
-## The container image, built with podman and run the way the manifests run it (tests/test_image.py, docs/launch.md).
+## The container image, built with podman and run the way the manifests run it (tests/launch/test_image.py, docs/launch.md).
 ## On a fresh Debian machine, as root, jobs/image_test.sh first installs podman, runc and mmdebstrap with apt, and
 ## where no registry is reachable it builds a stand-in for the Dockerfile's base; the second run reuses both.
 .PHONY: image-test

@@ -25,5 +25,5 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements("requirements.txt"),
     extras_require={"test": requirements("requirements-test.txt"), "report": requirements("requirements-report.txt")},
-    entry_points={"console_scripts": ["fmnist-train=trainer.task:run", "fmnist-predict=trainer.predict:run"]},
+    entry_points={"console_scripts": ["fmnist-train=trainer.task:run", "fmnist-predict=trainer.commands.predict:run"]},
 )

@@ -12,7 +12,8 @@ Used by bench/speed.py and bench/speedrun.py, one table per recipe, from the run
 - the end of `fit`: `train_seconds` less the epochs' sum (callbacks, the iterator's end);
 - evaluation: the exported SavedModel's `serving_default` over the 10,000 test images, the recipe's test-time views
   included (outside `train_seconds`, as the trainer measures it);
-- input: the training stream alone (trainer.data.train_dataset, the recipe's batch and augmentation), one epoch.
+- input: the training stream alone (trainer.training.data.train_dataset, the recipe's batch and augmentation), one
+epoch.
 """
 
 import statistics
@@ -49,7 +50,7 @@ def matmul_gflops(dtype="float32", rounds=3, repeats=10):
 def floors():
     """{number format: GFLOP/s}: float32, and bfloat16 where the CPU computes it natively."""
     import trainer  # noqa: F401
-    from trainer import precision
+    from trainer.training import precision
     rates = {"float32": matmul_gflops("float32")}
     if precision.native_bfloat16():
         rates["bfloat16"] = matmul_gflops("bfloat16")
@@ -66,7 +67,7 @@ def floor_of(run_precision, rates):
 def floor_line(rates=None):
     """One line for the report: the float32 rate, and bfloat16's where the CPU computes it natively."""
     import trainer  # noqa: F401
-    from trainer import precision
+    from trainer.training import precision
     rates = rates or floors()
     listed = [f"{name} {rate:.0f} GFLOP/s" for name, rate in rates.items()]
     flags = sorted(f for f in precision.cpu_flags() if f.startswith(("avx512", "amx", "avx2", "fma")))
@@ -79,7 +80,7 @@ def multiply_adds(model_name):
     """Multiply-adds per image of a registered model's convolutions and dense layers."""
     import trainer  # noqa: F401
     from tf_keras import layers
-    from trainer import models
+    from trainer.training import models
     model = models.get(model_name).build()
     total = 0
     for layer in model.layers:
@@ -98,7 +99,8 @@ def epoch_tflop(model_name, images):
 
 def input_seconds(recipe_name, model_name, images, labels):
     """One epoch of the recipe's training stream alone, after a warm-up epoch."""
-    from trainer import data, models, recipes
+    from trainer.training import data, models
+    from trainer.config import recipes
     recipe = recipes.get(recipe_name, model_name)
     stream = data.train_dataset(images, labels, recipe.batch_size, models.get(model_name).input_shape, seed=1,
                                 augmentation=recipe.augmentation)

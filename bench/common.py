@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_MANUAL_DIR = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
 
-from trainer import outputs  # noqa: E402  (no TensorFlow: bench scripts import it when they need it)
+from trainer.storage import outputs  # noqa: E402  (no TensorFlow: bench scripts import it when they need it)
 
 
 def add_data_args(parser):
@@ -67,7 +67,7 @@ def clean_env(extra=None):
 def load_split(args, split):
     """A split as in-memory uint8 arrays, through the trainer's own loader."""
     import trainer  # noqa: F401  (tf-keras before TensorFlow)
-    from trainer import data
+    from trainer.training import data
     builder = data.prepare(args.data_dir, args.tfds_manual_dir if os.path.isdir(args.tfds_manual_dir) else None)
     return data.load(builder, split)
 

@@ -16,7 +16,9 @@ import time
 from absl import app, flags
 
 from common import ROOT
-from trainer import config, flags as trainer_flags  # noqa: F401,I100  (defines the trainer's flags)
+from trainer.config import flags as trainer_flags, run_config  # noqa: I100
+
+trainer_flags.define_trainer_flags()
 
 FLAGS = flags.FLAGS
 FLAGS.set_default("recipe", "seed")
@@ -26,11 +28,11 @@ FLAGS.set_default("data_dir", str(ROOT / ".data" / "tfds"))
 
 def main(argv):
     del argv
-    values = {d.name: FLAGS[d.name].value for d in config.all_settings()}
-    cfg = config.build({**values, "output_dir": values["output_dir"] or tempfile.mkdtemp()})
+    values = {d.name: FLAGS[d.name].value for d in run_config.all_settings()}
+    cfg = run_config.build({**values, "output_dir": values["output_dir"] or tempfile.mkdtemp()})
     import tensorflow as tf
     import tf_keras
-    from trainer import data, models, train
+    from trainer.training import data, models, train
     train.configure_threads(cfg.recipe, multi_process=False)
     splits = train.load_splits(cfg.job)
     model, _ = train.build_model(cfg, tf.distribute.get_strategy(), len(splits.train[1]))

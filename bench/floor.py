@@ -36,7 +36,8 @@ def main(argv=None):
     add_data_args(parser)
     args = parser.parse_args(argv)
     import trainer  # noqa: F401
-    from trainer import precision, recipes
+    from trainer.training import precision
+    from trainer.config import recipes
     before, load_before = anatomy.floors(), anatomy.load_average()
     rows = []
     for pair in args.pairs.split(","):

@@ -42,7 +42,7 @@ def render(image, rng):
 
 
 def load_test_images(count, data_dir, manual_dir):
-    from trainer import data
+    from trainer.training import data
     builder = data.prepare(data_dir, manual_dir)
     images, labels = data.load(builder, f"test[:{count}]")
     return images[..., 0], labels
@@ -67,7 +67,7 @@ def main():
     parser.add_argument("--variants", action="store_true", help="also score the conversion's variants")
     parser.add_argument("--write", default="",
                         help="also write the originals (PNG) and the photos (JPEG) into this folder: "
-                             "originals/NNNN-CLASS.png, photos/NNNN-CLASS.jpg (for trainer.predict)")
+                             "originals/NNNN-CLASS.png, photos/NNNN-CLASS.jpg (for trainer.commands.predict)")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -79,7 +79,7 @@ def main():
           f"(mean {np.mean([len(p) for p in photos]) / 1024:.1f} KiB JPEG)")
     if args.write:
         from PIL import Image
-        from trainer import data
+        from trainer.training import data
         for kind in ("originals", "photos"):
             os.makedirs(os.path.join(args.write, kind), exist_ok=True)
         for i, (image, contents, label) in enumerate(zip(images, photos, labels)):

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/score_validation.py RUN_DIR [RUN_DIR ...]
 
-A run trained with `--validation_split=F` held out the last F of the training split; this scores the run's
-exported model (its final weights) on exactly those images with every view set of `trainer.evaluate`, printing
+A run trained with `--validation_split=F` held out the last F of the training split; this scores the run's exported
+model (its final weights) on exactly those images with every view set of `trainer.training.evaluation`, printing
 accuracy and loss per set: how the strong recipe's model, recipe and views were chosen without the test split.
 """
 
@@ -12,7 +12,8 @@ import os
 import sys
 
 from common import add_data_args, load_split
-from trainer import data, evaluate, models, outputs, scores  # noqa: I100
+from trainer.training import data, evaluation, models  # noqa: I100
+from trainer.storage import outputs
 
 
 def main(argv=None):
@@ -23,7 +24,7 @@ def main(argv=None):
     import tensorflow as tf
 
     cached = {}
-    print("| run | " + " | ".join(f"{views} acc | {views} loss" for views in evaluate.TEST_TIME_VIEWS) + " |")
+    print("| run | " + " | ".join(f"{views} acc | {views} loss" for views in evaluation.TEST_TIME_VIEWS) + " |")
     for run in args.runs:
         metrics = outputs.read_metrics(run)
         held_out = metrics["validation_examples"]
@@ -36,8 +37,8 @@ def main(argv=None):
         dataset = data.eval_dataset(*validation, models.get(metrics["model"]).input_shape)
         model = tf.saved_model.load(os.path.join(run, "saved_model")).model
         cells = []
-        for views in evaluate.TEST_TIME_VIEWS:
-            scored, _ = scores.summarize(*evaluate.predict(model, dataset, views))
+        for views in evaluation.TEST_TIME_VIEWS:
+            scored, _ = evaluation.summarize(*evaluation.predict(model, dataset, views))
             cells += [f"{scored['test_accuracy']:.4f}", f"{scored['test_loss']:.4f}"]
         print(f"| {run} | " + " | ".join(cells) + " |", flush=True)
 

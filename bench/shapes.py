@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/shapes.py [--candidates=vgg,32-64-128,48-96-192] [--batch_size=256]
 
-A candidate "A-B-C" is `trainer.models.speedrun(widths=(A, B, C))`. Each is compiled with Nesterov SGD, warmed up
-with 10 steps, then timed for 20 steps in each of 3 rounds, the candidates interleaved within a round (the machine
-is shared: interleaving gives each the same conditions); the rate is scaled to an epoch of 60,000 images. Prints
-one line per candidate: parameters, the three estimates and their median.
+A candidate "A-B-C" is `trainer.training.models.speedrun(widths=(A, B, C))`. Each is compiled with Nesterov SGD, warmed
+up with 10 steps, then timed for 20 steps in each of 3 rounds, the candidates interleaved within a round (the machine is
+shared: interleaving gives each the same conditions); the rate is scaled to an epoch of 60,000 images. Prints one line
+per candidate: parameters, the three estimates and their median.
 """
 
 import argparse
@@ -17,7 +17,7 @@ import trainer  # noqa: F401,I100  (tf-keras before TensorFlow)
 
 
 def build(name):
-    from trainer import models
+    from trainer.training import models
     if name in models.names():
         return models.get(name).build()
     return models.speedrun(widths=tuple(int(width) for width in name.split("-")))

@@ -3,11 +3,11 @@
     .venv/bin/python bench/slice_runs.py 20000 max:epochs=8 lr=0.8:epochs=8,learning_rate=0.8
     THREADS=1 .venv/bin/python bench/slice_runs.py 0 mlp4:recipe=fast,model=mlp,epochs=4
 
-Each argument after the count is NAME:SETTING=VALUE,... (trainer settings; recipe defaults to speedrun, seed to
-1); N = 0 means all 60,000. The data are decoded once; each run is `trainer.train.run` with those splits and prints
-one JSON line: test accuracy and loss, training seconds, per-epoch training accuracy and loss. THREADS fixes
-TensorFlow's thread pools (as --threads_per_op would in a process of its own). Used to choose the speedrun recipe
-and to try the fast recipe's levers (docs/benchmarks.md, "Time to accuracy").
+Each argument after the count is NAME:SETTING=VALUE,... (trainer settings; recipe defaults to speedrun, seed to 1); N =
+0 means all 60,000. The data are decoded once; each run is `trainer.training.train.run` with those splits and prints one
+JSON line: test accuracy and loss, training seconds, per-epoch training accuracy and loss. THREADS fixes TensorFlow's
+thread pools (as --threads_per_op would in a process of its own). Used to choose the speedrun recipe and to try the fast
+recipe's levers (docs/benchmarks.md, "Time to accuracy").
 """
 
 import json
@@ -42,13 +42,14 @@ def main(argv):
     if os.environ.get("THREADS"):
         tf.config.threading.set_intra_op_parallelism_threads(int(os.environ["THREADS"]))
         tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["THREADS"]))
-    from trainer import config, data, train
+    from trainer.config import run_config
+    from trainer.training import data, train
     examples = int(argv[0])
     builder = data.prepare(os.environ.get("DATA_DIR") or str(ROOT / ".data" / "tfds"))
     splits = data.load_splits(builder, examples or None)
     for spec in argv[1:]:
         name, values = parse(spec)
-        cfg = config.make(output_dir=tempfile.mkdtemp(), overwrite=True, **values)
+        cfg = run_config.make(output_dir=tempfile.mkdtemp(), overwrite=True, **values)
         m = train.run(cfg, splits=splits)
         print(json.dumps({"name": name, "test_accuracy": m["test_accuracy"], "test_loss": round(m["test_loss"], 4),
                           "train_seconds": m["train_seconds"],

@@ -34,7 +34,7 @@ import time
 from common import (ROOT, add_data_args, clean_env, data_flags, free_ports, load_split, machine,  # noqa: I100
                     quick_flags, train)
 import anatomy  # noqa: I100
-from trainer import outputs  # noqa: I100
+from trainer.storage import outputs  # noqa: I100
 
 
 def parse_args(argv=None):
@@ -111,7 +111,7 @@ def ablation_variants(model):
 
     Each row keeps the changes above it; the settings the fast recipe does not use come last, on top of it all.
     """
-    from trainer import recipes
+    from trainer.config import recipes
     fast = recipes.get("fast", model)
     variants = [("seed: batch 32, 1 step per call", ["--batch_size=32", "--steps_per_execution=1"])]
     flags = ["--batch_size=32", "--steps_per_execution=64"]
@@ -153,7 +153,8 @@ def ablation(args):
 
 def pipeline(args, runs):
     """examples/s of the fast recipe's training stream alone, next to its training step rate."""
-    from trainer import data, models, recipes
+    from trainer.training import data, models
+    from trainer.config import recipes
     images, labels = load_split(args, data.train_split(2000 if args.quick else None))
     rows = []
     for model in args.models:
@@ -239,7 +240,7 @@ def workers(args):
 
 
 def where_the_time_goes(args, runs, floor_gflops):
-    from trainer import data
+    from trainer.training import data
     train_split = load_split(args, data.train_split(2000 if args.quick else None))
     test_images = load_split(args, "test")[0][..., 0]
     return anatomy.table({(model, "fast"): runs[(model, "fast")] for model in args.models}, floor_gflops,

@@ -25,7 +25,7 @@ import sys
 import time
 
 from common import ROOT, add_data_args, load_split, machine, train
-from trainer import outputs  # noqa: I100
+from trainer.storage import outputs  # noqa: I100
 
 import anatomy  # noqa: I100
 
@@ -78,7 +78,7 @@ def main(argv=None):
     strong_runs = [strong(seed) for seed in strong_seeds]
     runs += [speedrun(seed) for seed in seeds[1:]]
 
-    from trainer import recipes
+    from trainer.config import recipes
     strong_epochs = recipes.get("strong", "vgg").epochs if not args.quick else strong_runs[0]["epochs"]
     lines = [f"Machine: {machine()}", floor,
              f"Command: bench/speedrun.py {' '.join(argv or sys.argv[1:])}",
@@ -104,7 +104,7 @@ def main(argv=None):
               f"strong / speedrun = **{ratio:.1f}×** (goal ≥ 4×, stretch ≥ 8×; accuracy goal ≥ {TARGET}): "
               f"{'met' if met else 'not met'}."]
     if not args.skip_anatomy:
-        from trainer import data
+        from trainer.training import data
         train_split = load_split(args, data.train_split(2000 if args.quick else None))
         test_images = load_split(args, "test")[0][..., 0]
         groups = {("speedrun", "speedrun"): runs, ("vgg", "strong"): strong_runs}

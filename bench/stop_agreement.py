@@ -21,7 +21,7 @@ from common import clean_env, free_ports  # noqa: E402
 def worker(index, hosts, votes):
     os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
     import trainer  # noqa: F401  (tf-keras before TensorFlow)
-    from trainer import distribution
+    from trainer.training import distribution
     from trainer.resilience import agreement
     strategy = distribution.get_strategy("multi_worker_mirrored")
     vote = agreement.StopAgreement(strategy)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # `make image-test`: build the trainer image with podman and run it the way the Kubernetes manifests do
-# (tests/test_image.py). On a fresh Debian machine, as root, it first installs what it needs with apt.
+# (tests/launch/test_image.py). On a fresh Debian machine, as root, it first installs what it needs with apt.
 #
-#   jobs/image_test.sh                 # set up (once), then pytest -m image tests/test_image.py
+#   jobs/image_test.sh                 # set up (once), then pytest -m image tests/launch/test_image.py
 #   jobs/image_test.sh -k resume       # extra arguments go to pytest
-#   jobs/image_test.sh --setup-only    # steps 1-3 only (tests/test_image.py calls this when podman or the base
+#   jobs/image_test.sh --setup-only    # steps 1-3 only (tests/launch/test_image.py calls this when podman or the base
 #                                      # images are missing, so that `make test` sets up a fresh machine too)
 #
 # Steps, each skipped when already done (so the second run only builds what changed and runs the tests):
@@ -152,9 +152,9 @@ if [[ ! -x "$python" ]]; then
   say "$python is missing: run make setup first (or set PYTHON)"
   exit 1
 fi
-say "setup done in $(($(stamp) - t0)) s; running tests/test_image.py"
+say "setup done in $(($(stamp) - t0)) s; running tests/launch/test_image.py"
 status=0
-"$python" -m pytest -m image tests/test_image.py "$@" || status=$?
+"$python" -m pytest -m image tests/launch/test_image.py "$@" || status=$?
 # Images no tag points to any more (e.g. the dependency layer before requirements.txt changed): 2.5 GB each.
 podman image prune --force > /dev/null 2>&1 || true
 podman images --filter reference=fmnist-trainer --format 'image-test: {{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' >&2 || true

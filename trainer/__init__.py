@@ -1,12 +1,11 @@
 """fmnist-trainer: a Fashion-MNIST batch training job for laptops, containers, Kubernetes and Vertex AI.
 
-Read top-down, as the README's Layout table lists it: `settings` (a setting declared once) -> `config` (the job's)
-and `recipes` (the recipe's) -> `flags` -> `data` -> `models` -> `precision`, `distribution` -> `train` (the run in
-named steps; `optimization`) -> `evaluate`, `scores` -> `export` -> `outputs` -> `tuning`. Fault handling (the
-backup, its lease, SIGTERM, a lost worker) is the sub-package `resilience/`, which train enters once. Shared by
-every entry point: `cli` (the command line), `errors` (the exit codes), `storage` (local paths and Cloud Storage),
-`logs`. Using a trained model: `serving/`; comparing runs: `report/`. Entry point of the job:
-`python -m trainer.task` (console script `fmnist-train`).
+A sub-package per role, read from the top: `commands` (the entry points: one shape, the one mapping of exceptions
+to exit statuses) read `config` (every setting declared once, the recipes, the flags) and run `training` (data,
+models, the run in named steps), with its wings `resilience` (the backup, signals, many workers), `monitoring`
+(the log, progress, metrics) and `serving` (using a trained model); `report` compares finished runs. Beneath them
+all: `storage` (local paths and Cloud Storage, the only place that knows gs://) and `errors` (the exit-code
+contract). `task` is the training job's module name for launchers (`python -m trainer.task`).
 """
 
 import os

@@ -19,13 +19,13 @@ def data_flags():
 
 def builder():
     """The TFDS builder of Fashion-MNIST, prepared in DATA_DIR (a no-op when `make` already did it)."""
-    from trainer import data
+    from trainer.training import data
     return data.prepare(DATA_DIR, TFDS_MANUAL_DIR or None)
 
 
 def splits(fashion, train_examples, validation_split=0.0, test_examples=None):
     """A data.Splits as the trainer would load it with --train_examples / --validation_split, from `fashion`."""
-    from trainer import data
+    from trainer.training import data
     (images, labels), (test_images, test_labels) = fashion
     train = (images[:train_examples], labels[:train_examples])
     validation = None
@@ -38,6 +38,7 @@ def splits(fashion, train_examples, validation_split=0.0, test_examples=None):
 
 def train_in_process(output_dir, data_splits, strategy=None, environ=None, **settings):
     """Runs the trainer's steps in this process on `data_splits`; returns the metrics it published."""
-    from trainer import config, train
-    cfg = config.make(output_dir=str(output_dir), environ=environ, **settings)
+    from trainer.config import run_config
+    from trainer.training import train
+    cfg = run_config.make(output_dir=str(output_dir), environ=environ, **settings)
     return train.run(cfg, splits=data_splits, strategy=strategy)

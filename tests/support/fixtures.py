@@ -20,7 +20,7 @@ def prepared_data(fashion_builder):
 @pytest.fixture(scope="session")
 def fashion(fashion_builder):
     """The first 10,000 training examples and the whole test split, decoded once: (train, test) array pairs."""
-    from trainer import data as trainer_data
+    from trainer.training import data as trainer_data
     return trainer_data.load(fashion_builder, "train[:10000]"), trainer_data.load(fashion_builder, "test")
 
 
@@ -51,3 +51,25 @@ def signatures(exported_model):
 def vertex_copy(signatures, tmp_path_factory):
     """The Vertex AI copy of an old-style export of `exported_model` (serving_default takes image_bytes)."""
     return model.vertex_copy(signatures, tmp_path_factory.mktemp("vertex-copy"))
+
+
+@pytest.fixture
+def trainer_command_line():
+    """Parses a command line with the trainer's own flags (absl's global FLAGS) in this process, then restores
+    them; the parse returns the arguments that are not flags (absl's)."""
+    from absl import flags
+    from trainer.config import flags as trainer_flags
+    trainer_flags.define_trainer_flags()
+
+    def parse(*args):
+        flags.FLAGS.unparse_flags()
+        return flags.FLAGS(["fmnist-train", *args])
+    yield parse
+    flags.FLAGS.unparse_flags()
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    """Two finished runs for the comparison report (`support.runs.write_two_runs`): (mlp, cnn)."""
+    from support.runs import write_two_runs
+    return write_two_runs(tmp_path)

@@ -1,5 +1,5 @@
 """The Google Cloud SDK's aiplatform v1 client, read with gcloud's own Python: the Vertex AI schemas in jobs/ are
-compared field by field with it (tests/test_launch_vertex.py, tests/test_serving_launch.py)."""
+compared field by field with it (tests/launch/test_launch_vertex.py, tests/launch/test_serving_launch.py)."""
 
 import pathlib
 import shutil

@@ -1,4 +1,4 @@
-"""What the launcher tests share (tests/test_launch_*.py, tests/test_serving_launch.py): the checkers' venvs, a
+"""What the launcher tests share (tests/test_launch_*.py, tests/launch/test_serving_launch.py): the checkers' venvs, a
 subprocess runner, a finder for rendered documents, a stand-in command-line client, absl's verdict on flags, and
 the launchers' own files read once: every kustomization rendered by kubectl, the Vertex AI specs and their schemas,
 the Dockerfile (the session fixtures `rendered`, `schema`, `hptuning_schema`: a pytest plugin, loaded by conftest).
@@ -87,7 +87,7 @@ exit 0
 PARSE_FLAGS = r"""
 import importlib, json, sys
 from absl import flags
-flag_values = importlib.import_module(sys.argv[2]).COMMAND.flag_values  # the command's flags (trainer.cli)
+flag_values = importlib.import_module(sys.argv[2]).COMMAND.flag_values  # the command's flags (trainer.commands.cli)
 results = []
 for args in json.load(sys.stdin):
     try:
@@ -102,7 +102,7 @@ print(json.dumps(results))
 
 def flag_verdicts(program, module, argument_lists):
     """What absl makes of each argument list in a fresh Python, with the flags of `module`'s command (its
-    `COMMAND`, a trainer.cli.Command): "ok", or the error absl gives."""
+    `COMMAND`, a trainer.commands.cli.Command): "ok", or the error absl gives."""
     result = run([sys.executable, "-c", PARSE_FLAGS, program, module], input=json.dumps(argument_lists))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -300,3 +300,32 @@ def fake_trainer(folder):
     script.write_text("#!/bin/sh\nprintf '%s\\n' \"$TF_CONFIG\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
     script.chmod(0o755)
     return folder
+
+
+def tf_configs_of_pods(container_spec, environment, fake_bin, pods):
+    """The TF_CONFIG that a pod's exact container command gives the trainer, for each of `pods` pods: a stand-in
+    trainer on `fake_bin` prints the TF_CONFIG it got, then its arguments (which must be the container's).
+    `environment(index)`: the environment Kubernetes gives pod `index`."""
+    configs = []
+    for index in range(pods):
+        env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", **environment(index)}
+        result = run([*container_spec["command"], *container_spec["args"]], env=env)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[1:] == container_spec["args"]
+        configs.append(json.loads(lines[0]))
+    return configs
+
+
+def resolved_environment(job, fields, other=None):
+    """The environment Kubernetes gives a pod of `job`: plain values, fieldRefs looked up in `fields`, and anything
+    else (a ConfigMap's key, ...) as `other` (None: left out)."""
+    env = {}
+    for e in container(job)["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "fieldRef" in e.get("valueFrom", {}):
+            env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        elif other is not None:
+            env[e["name"]] = other
+    return env

@@ -1,7 +1,7 @@
 """The small exported model the serving tests share (test_export, test_predict, test_photo, test_serving_launch):
-a CNN fitted for a moment on 1,200 training images and exported in-process, and the copy `python -m trainer.export`
-makes of it for Vertex AI. The session fixtures `exported_model`, `signatures` and `vertex_copy`
-(support/fixtures.py) build each once, in pytest's temporary folders."""
+a CNN fitted for a moment on 1,200 training images and exported in-process, and the copy `python -m
+trainer.commands.export` makes of it for Vertex AI. The session fixtures `exported_model`, `signatures` and
+`vertex_copy` (support/fixtures.py) build each once, in pytest's temporary folders."""
 
 import functools
 import os
@@ -12,7 +12,7 @@ from support import data as support_data
 @functools.lru_cache(maxsize=None)
 def sample_images(count=64):
     """The first `count` test images (uint8 [N, 28, 28]) and labels (arrays, decoded once)."""
-    from trainer import data
+    from trainer.training import data
     images, labels = data.load(support_data.builder(), f"test[:{count}]")
     return images[..., 0], labels
 
@@ -20,7 +20,7 @@ def sample_images(count=64):
 def export_small_cnn(run):
     """A run folder `run` (with saved_model/) of a CNN briefly fitted on 1,200 training images."""
     import tensorflow as tf
-    from trainer import data, models
+    from trainer.training import data, models
     from trainer.serving.signatures import export_saved_model
     tf.keras.utils.set_random_seed(0)
     images, labels = data.load(support_data.builder(), "train[:1200]")
@@ -40,8 +40,8 @@ def load_signatures(run):
 
 
 def vertex_copy(signatures, folder):
-    """`python -m trainer.export`'s copy for Vertex AI (serving_default takes image_bytes), made in `folder` from a
-    SavedModel of the kind exported before serving_bytes existed (only a uint8 [N, 28, 28] default)."""
+    """`python -m trainer.commands.export`'s copy for Vertex AI (serving_default takes image_bytes), made in `folder`
+    from a SavedModel of the kind exported before serving_bytes existed (only a uint8 [N, 28, 28] default)."""
     import tensorflow as tf
     from trainer.serving.signatures import with_default_signature
     loaded, serve, _ = signatures

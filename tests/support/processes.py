@@ -33,7 +33,7 @@ def assert_ok(result):
 
 
 def read_metrics(output_dir):
-    from trainer import outputs
+    from trainer.storage import outputs
     return outputs.read_metrics(str(output_dir))
 
 
@@ -42,6 +42,17 @@ def worker_tf_configs(count):
     hosts = [f"localhost:{port}" for port in free_ports(count)]
     return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
             for i in range(count)]
+
+
+def start_workers(args, folder, name, count=2, extra=None, env=None):
+    """`count` trainer processes of one local cluster (with `count` 1, one process and no TF_CONFIG), each with
+    `args` (+ `extra[i]`) and `env`, logging to <folder>/<name><i>.log; returns (processes, log paths)."""
+    configs = worker_tf_configs(count) if count > 1 else [None]
+    logs = [folder / f"{name}{i}.log" for i in range(count)]
+    workers = [start_trainer(*args, *((extra or {}).get(i, ())), log_path=log,
+                             env={**(env or {}), **({"TF_CONFIG": config} if config else {})})
+               for i, (config, log) in enumerate(zip(configs, logs))]
+    return workers, logs
 
 
 def wait_for_line(path, text, processes, timeout=300):

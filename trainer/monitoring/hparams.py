@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
-from trainer import config
+from trainer.config import run_config
 
 # Job settings that say where and how a run is executed, not what it computes: not hyperparameters.
 NOT_HYPERPARAMETERS = ("output_dir", "checkpoint_dir", "tensorboard_dir", "backup_every_steps", "data_dir",
@@ -32,9 +32,9 @@ METRICS = (
 def hyperparameters(cfg):
     """{name: value} of the run's settings: the job's that change the result, the recipe's as used. Unset
     values (None) are left out: one setting must keep one type across runs."""
-    values = {d.name: getattr(cfg.job, d.name) for d in config.job_settings() if d.name not in NOT_HYPERPARAMETERS}
+    values = {d.name: getattr(cfg.job, d.name) for d in run_config.job_settings() if d.name not in NOT_HYPERPARAMETERS}
     recipe = cfg.recipe
-    for declared in config.recipe_settings():
+    for declared in run_config.recipe_settings():
         value = recipe
         for part in declared.path:
             value = getattr(value, part)
@@ -45,7 +45,7 @@ def hyperparameters(cfg):
 def domains():
     """An HParam per setting, with its choices where it has some (TensorBoard infers the rest)."""
     result = {}
-    for declared in config.all_settings():
+    for declared in run_config.all_settings():
         domain = hp.Discrete(list(declared.choices)) if declared.choices else None
         result[declared.name] = hp.HParam(declared.name, domain, description=declared.help[:200])
     return result

@@ -1,4 +1,5 @@
-"""The comparison report of finished runs: `python -m trainer.compare RUN_DIR...` (see `trainer.report.compare`).
+"""The comparison report of finished runs: `python -m trainer.commands.compare RUN_DIR...` (see
+`trainer.report.comparison`).
 
 `compare` reads the runs and prints the table and McNemar's tests (`stats`, with scipy); `render` writes the
 Markdown and HTML report with `figures` drawn by matplotlib. matplotlib and scipy are the `report` extra, which the

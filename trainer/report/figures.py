@@ -1,7 +1,7 @@
 """The comparison report's figures, drawn with matplotlib (Agg: no display needed) and saved as PNG.
 
-Every function takes the runs (trainer.compare.Run) and a file path, draws one figure and returns the path. A run's
-colour is the same in every figure: its position in matplotlib's tab10 palette.
+Every function takes the runs (trainer.report.comparison.Run) and a file path, draws one figure and returns the path. A
+run's colour is the same in every figure: its position in matplotlib's tab10 palette.
 """
 
 import math
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 
-from trainer import scores  # noqa: E402
+from trainer.training import evaluation  # noqa: E402
 
 DPI = 120
 PALETTE = plt.get_cmap("tab10").colors
@@ -25,7 +25,7 @@ def run_color(index):
     return PALETTE[index % len(PALETTE)]
 
 
-def _save(fig, path):
+def save(fig, path):
     fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white", metadata={"Software": None})
     plt.close(fig)
     return path
@@ -56,7 +56,7 @@ def per_class_accuracy(runs, path):
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(k, 4), frameon=False)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion_matrix(run, path):
@@ -83,7 +83,7 @@ def confusion_matrix(run, path):
     accuracy = run.metrics.get("test_accuracy")
     title = f"{run.name}: confusion matrix" + (f" (test accuracy {accuracy:.4f})" if accuracy is not None else "")
     ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion_change(base, other, path):
@@ -105,13 +105,15 @@ def confusion_change(base, other, path):
     _class_axes(ax, classes)
     ax.set_title(f"{other.name} minus {base.name}: change in counts\n"
                  f"(green: {other.name} better, purple: {other.name} worse)", fontsize=11)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _confusion(run, n):
     """The run's confusion matrix: metrics.json's, else counted from its test predictions."""
     recorded = run.metrics.get("confusion_matrix")
-    return np.asarray(recorded, dtype=np.int64) if recorded else scores.confusion_matrix(run.labels, run.predicted, n)
+    if recorded:
+        return np.asarray(recorded, dtype=np.int64)
+    return evaluation.confusion_matrix(run.labels, run.predicted, n)
 
 
 def _class_axes(ax, classes):
@@ -163,4 +165,4 @@ def training_curves(runs, path):
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, -0.02 - 0.05 * math.ceil(len(labels) / 4)),
                ncol=min(4, len(labels)), frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)

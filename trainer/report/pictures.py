@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from trainer.report.figures import _save, plt
+from trainer import storage
+from trainer.report.figures import plt, save
 
 SHOWN = 24       # images per figure at most
 COLUMNS = 8
@@ -38,19 +39,19 @@ def data_dirs(runs, environ=None):
 
 def load_test_images(runs, environ=None):
     """(uint8 images [N, 28, 28], None) of the runs' test split, or (None, why there are none)."""
-    from trainer import logs
-    from trainer.fashion_mnist import DATASET
+    from trainer.monitoring import logs
+    from trainer.training.fashion_mnist import DATASET
     with logs.quiet_native_startup():  # TensorFlow and TFDS, only when the report draws pictures, without the
         import tensorflow as tf             # notices TensorFlow's start-up prints (no GPU driver, ...)
         import tensorflow_datasets as tfds
 
-        from trainer import data
+        from trainer.training import data
         tf.config.list_physical_devices("GPU")
 
     labels = runs[0].labels
     looked = []
     for folder in data_dirs(runs, environ):
-        if not folder.startswith("gs://") and not os.path.isdir(os.path.join(folder, DATASET)):
+        if not storage.is_gcs(folder) and not os.path.isdir(os.path.join(folder, DATASET)):
             looked.append(folder)
             continue
         try:
@@ -120,7 +121,7 @@ def image_grid(images, indices, captions, title, path):
         axes.flat[0].text(0, 0.5, "none", fontsize=10)
     fig.suptitle(title, fontsize=10.5)
     fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=2.4)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _short(text, width=16):

@@ -58,8 +58,8 @@ def build(runs, comparisons, out_dir):
     add = doc.append
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     add(("h1", "Fashion-MNIST: comparison of " + ", ".join(f"`{r.name}`" for r in runs)))
-    add(("p", f"Written {now} by `python -m trainer.compare` from {len(runs)} finished run(s), all tested on the "
-              f"same {len(runs[0].labels):,} test images."))
+    add(("p", f"Written {now} by `python -m trainer.commands.compare` from {len(runs)} finished run(s), all tested "
+              f"on the same {len(runs[0].labels):,} test images."))
 
     add(("h2", "Runs"))
     add(("table", ["run", "location", "model", "recipe", "epochs", "batch", "train examples", "seed", "strategy",

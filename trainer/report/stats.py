@@ -100,7 +100,7 @@ ALPHA = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    a: object                     # trainer.compare.Run
+    a: object                     # trainer.report.comparison.Run
     b: object
     agreement: Agreement
     test: McNemar

@@ -22,7 +22,7 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from trainer.resilience.files import failed_write, remove
+from trainer.storage.files import failed_write, remove
 
 FOLDER = "callbacks"
 # The attributes that carry a callback's state from one epoch to the next, per class (tf-keras 2.21).

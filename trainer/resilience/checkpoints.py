@@ -20,8 +20,9 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
+from trainer import storage
 from trainer.errors import RETRY, RetryableError, UserError
-from trainer.resilience.files import STORAGE_ERRORS, failed_write
+from trainer.storage.files import STORAGE_ERRORS, failed_write
 from trainer.resilience.agreement import StopAgreement
 from trainer.resilience.restore import (CHECKPOINTS, TOMBSTONE, checkpoint_problem, discard,  # noqa: F401
                                         prepare_restore, resume_step)
@@ -40,7 +41,7 @@ def check_location(path):
     before its first backup leaves no empty folder behind (and workers probing at once do not race on one).
     """
     directory = path.rstrip("/")
-    if not directory.startswith("gs://"):
+    if not storage.is_gcs(directory):
         while directory and not os.path.isdir(directory) and os.path.dirname(directory) != directory:
             directory = os.path.dirname(directory)
     probe = f"{directory}/.write-test-{uuid.uuid4().hex}"
@@ -50,7 +51,7 @@ def check_location(path):
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as error:
         hint = (" TensorFlow's gs:// ignores STORAGE_EMULATOR_HOST: with an emulator, pass a local --checkpoint_dir."
-                if path.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST") else "")
+                if storage.is_gcs(path) and os.environ.get("STORAGE_EMULATOR_HOST") else "")
         raise UserError(f"cannot write the preemption backup to --checkpoint_dir={path} "
                         f"({type(error).__name__}); choose a writable folder or gs:// prefix.{hint}") from None
 

@@ -27,7 +27,7 @@ import time
 
 from absl import logging
 
-from trainer import recipes, settings
+from trainer.config import recipes, declare
 from trainer.errors import RetryableError, UserError
 from trainer.resilience import meeting
 from trainer.resilience.meeting import Dropped
@@ -63,9 +63,9 @@ def training_settings(cfg):
     resolved by its recipe), then what they resolve to on this host (RESOLVED)."""
     import tensorflow as tf
     import tf_keras
-    from trainer import distribution, precision
+    from trainer.training import distribution, precision
     values = {name: value for name, value in vars(cfg.job).items() if name not in LOCAL_SETTINGS}
-    for declared in settings.declared(recipes.Recipe):
+    for declared in declare.declared(recipes.Recipe):
         if declared.name not in LOCAL_RECIPE_SETTINGS:
             value = cfg.recipe
             for part in declared.path:

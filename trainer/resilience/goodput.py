@@ -27,7 +27,7 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from trainer.resilience.files import write_json
+from trainer.storage.files import write_json
 
 GOODPUT_FILE = "goodput.json"
 JOIN_SECONDS = 30.0  # how long the last word waits for a heartbeat in flight (a storage call's own timeouts)

@@ -12,7 +12,7 @@ import re
 
 import tensorflow as tf
 
-from trainer import distribution
+from trainer.training import distribution
 from trainer.errors import RetryableError
 from trainer.resilience import callback_state, checkpoints, cluster, meeting, restore
 from trainer.resilience.callback_state import CallbackState, EpochEnd

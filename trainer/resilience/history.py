@@ -9,7 +9,7 @@ import tf_keras
 from absl import logging
 from tf_keras.src.utils.mode_keys import ModeKeys
 
-from trainer.resilience.files import failed_write, write_json
+from trainer.storage.files import failed_write, write_json
 
 HISTORY_FILE = "history.json"
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainer.errors import RetryableError
-from trainer.resilience.files import remove_if_empty, write_json
+from trainer.storage.files import remove_if_empty, write_json
 
 LEASE_SECONDS = 30.0         # a lease not renewed for this long belongs to a dead instance
 LEASE_RENEW_SECONDS = 10.0

@@ -18,7 +18,7 @@ from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 from trainer import storage
 from trainer.errors import RetryableError
 from trainer.resilience.agreement import summed_over_workers
-from trainer.resilience.files import STORAGE_ERRORS, Retry, remove, remove_if_empty
+from trainer.storage.files import STORAGE_ERRORS, Retry, remove, remove_if_empty
 from trainer.resilience.history import HISTORY_FILE
 
 TOMBSTONE = "DISCARDING"     # written before a finished run's backup is deleted: what is left is not to be trusted

@@ -208,7 +208,7 @@ class StopSignals:
         where = "during training" if self.training is not None else "outside training"
         if not self.bounded(self._clean_up):
             why += f"the clean-ups (lease, goodput) did not end within {CLEAN_UP_SECONDS:.0f} s; "
-        from trainer import logs
+        from trainer.monitoring import logs
         logs.drain(DRAIN_SECONDS)  # the lines before this one first
         message = message or (f"stopped by {by or signal.Signals(signum).name} {where}; {why}a rerun of the same "
                               "command resumes from the last backup.")

@@ -3,7 +3,8 @@
 A SavedModel is code (its graph can read and write files, and tf.saved_model.load runs it): load only models you
 trust. The download writes only below its scratch folder: an object name that would leave it is refused.
 
-`python -m trainer.predict` and `python -m trainer.export` both take `--model_dir` this way (`locate`).
+`python -m trainer.commands.predict` and `python -m trainer.commands.export` both take `--model_dir` this way
+(`locate`).
 """
 
 import functools

@@ -1,7 +1,7 @@
 """Any image -> a Fashion-MNIST image (28x28 uint8, a light garment on black), in TensorFlow ops.
 
 One implementation, used wherever an image enters a model: the SavedModel's `serving_bytes` signature (encoded
-files), `serving_default` given colour arrays, and the batch prediction job (`trainer.predict`).
+files), `serving_default` given colour arrays, and the batch prediction job (`trainer.commands.predict`).
 
 **The rule.** An image that is 28x28 and has a dark background (the median luminance of its outermost ring of
 pixels is below 128) is Fashion-MNIST-like and used as it is (its luminance). Anything else - another size, or
@@ -16,22 +16,8 @@ Rasul, Vollgraf 2017, arXiv:1708.07747, section 2):
 5. negate, so the background becomes black,
 6. 8-bit grey (ITU-R 601 luminance: `tf.image.rgb_to_grayscale`'s weights, rounded to the nearest level).
 
-Where this differs from the paper, and why:
-
-- Resizing averages the pixels each output pixel covers (area interpolation) instead of subsampling (keeping
-  every k-th row and column). On bench/photos.py's 1,000 rendered photos the two were within a point of each
-  other (CNN 0.907 vs 0.903, strong model 0.931 vs 0.925: noise at this size, docs/benchmarks.md); averaging is
-  kept because subsampling aliases fine textures (stripes, knits) that real photos have and those renderings,
-  smooth enlargements, do not. Images over 1024 pixels on a side are first area-reduced to 1024, which bounds
-  the memory of the conversion.
-- "Negate" is relative to the background: a pixel as bright as the background (the corners' mean luminance)
-  becomes 0 and the darkest possible one 255, so an off-white or grey backdrop becomes black too. On a white
-  background this is exactly the paper's negation. A *dark* background (a light garment photographed on black)
-  is kept the right way round instead of being negated into a dark-on-white image.
-- The steps run as trim, grey, resize, negate, sharpen, centre: grey and negation are linear, so their place
-  only changes what sharpening clips.
-- Transparency (PNG, WebP, GIF with alpha, RGBA arrays) is composited over white first: a cut-out product
-  image becomes a product on a white background, which step 1 trims away.
+Where and why this differs from the paper (area resizing, negation relative to the background, the order of
+the steps, transparency), with the figures: docs/serving.md, "How a photo becomes a Fashion-MNIST image".
 
 Decoding: PNG, JPEG, GIF (its first frame), BMP and WebP (not animated ones: TensorFlow 2.21's decoder corrupted
 the heap on one, and the process aborted). The header's width and height are read before anything is decoded, and

@@ -15,15 +15,15 @@ string [N]):
   of a test image gets exactly `serving_default`'s prediction for that image.
 
 The training-time scaling is part of the graph, and so is the test-time augmentation of a recipe that evaluates
-with it (the same views as `trainer.evaluate`), so a client never needs to know either.
+with it (the same views as `trainer.training.evaluation`), so a client never needs to know either.
 
-`with_default_signature` makes the copy whose *default* signature takes encoded images (`python -m trainer.export`):
-Vertex AI batch prediction and endpoints only ever call `serving_default` (docs/serving.md).
+`with_default_signature` makes the copy whose *default* signature takes encoded images (`python -m
+trainer.commands.export`): Vertex AI batch prediction and endpoints only ever call `serving_default` (docs/serving.md).
 """
 
 import tensorflow as tf
 
-from trainer import data, evaluate
+from trainer.training import data, evaluation
 from trainer.serving import SIGNATURES, photo
 ACCEPTED_SHAPES = "[N, 28, 28] or [N, 28, 28, 1] (grey), [N, 28, 28, 3] (RGB) or [N, 28, 28, 4] (RGBA)"
 
@@ -49,7 +49,7 @@ class ServingModule(tf.Module):
         probabilities = tf.cond(
             tf.equal(tf.shape(images)[0], 0),
             lambda: tf.zeros([0, len(data.CLASS_NAMES)], tf.float32),
-            lambda: tf.cast(evaluate.predict_probabilities(self.model, data.scale(images, self._input_shape),
+            lambda: tf.cast(evaluation.predict_probabilities(self.model, data.scale(images, self._input_shape),
                                                            self._test_time_augmentation), tf.float32))
         class_id = tf.argmax(probabilities, axis=-1)
         return {
