@@ -38,12 +38,10 @@ done
 set -- "${arguments[@]+"${arguments[@]}"}"
 
 jobs_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=common.sh
+source "$jobs_dir/common.sh"
 gcloud_cmd="${GCLOUD:-gcloud}"
-project="${PROJECT_ID:-}"
-if [[ -z "$project" ]]; then
-  project="$("$gcloud_cmd" config get-value project 2>/dev/null || true)"
-fi
-[[ -n "$project" ]] || { echo "$0: set PROJECT_ID (or: gcloud config set project PROJECT_ID)" >&2; exit 2; }
+find_project
 region="${REGION:-us-central1}"
 case "$region" in
   europe-*) registry=europe-docker.pkg.dev ;;
@@ -53,15 +51,6 @@ esac
 container="${CONTAINER_URI:-$registry/vertex-ai/prediction/tf2-cpu.2-15:latest}"
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/fmnist-vertex-XXXXXX")"
 trap 'rm -rf "$workdir"' EXIT
-
-run() {
-  if [[ $dry_run == 1 ]]; then
-    printf '%q ' "$@"
-    echo
-  else
-    "$@"
-  fi
-}
 
 case "$action" in
   upload)

@@ -41,6 +41,8 @@ if [[ $# -eq 2 ]]; then
   dry_run=1
 fi
 jobs_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=common.sh
+source "$jobs_dir/common.sh"
 if [[ "$spec_name" == hptuning ]]; then
   spec="$jobs_dir/hptuning-gpu.yaml"
 else
@@ -53,11 +55,7 @@ bucket="${BUCKET:-}"
 bucket="${bucket#gs://}"
 bucket="${bucket%/}"
 [[ -n "$bucket" ]] || { echo "$0: set BUCKET to the Cloud Storage bucket for the outputs" >&2; exit 2; }
-project="${PROJECT_ID:-}"
-if [[ -z "$project" ]]; then
-  project="$("$gcloud_cmd" config get-value project 2>/dev/null || true)"
-fi
-[[ -n "$project" ]] || { echo "$0: set PROJECT_ID (or: gcloud config set project PROJECT_ID)" >&2; exit 2; }
+find_project
 region="${REGION:-us-central1}"
 image="${IMAGE_URI:-$region-docker.pkg.dev/$project/fmnist/fmnist-trainer:0.1.0-gpu}"
 service_account="${SERVICE_ACCOUNT:-fmnist-trainer@$project.iam.gserviceaccount.com}"
