@@ -76,6 +76,14 @@ def floor_line(rates=None):
             f"CPU flags: {' '.join(flags)}.")
 
 
+def start():
+    """A benchmark's start, for its header: (time.time(), the load average, the matmul floors {number format:
+    GFLOP/s}, their line). Each run is compared with the floor of its own number format."""
+    started, load = time.time(), load_average()
+    rates = floors()
+    return started, load, rates, floor_line(rates)
+
+
 def multiply_adds(model_name):
     """Multiply-adds per image of a registered model's convolutions and dense layers."""
     import trainer  # noqa: F401

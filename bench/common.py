@@ -4,10 +4,12 @@ Each script puts bench/ on sys.path (it is run as `python bench/NAME.py`) and im
 (tests/conftest.py, tests/fault_soak.py) for the trainer's environment and free ports.
 """
 
+import argparse
 import os
 import pathlib
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -97,3 +99,28 @@ def machine():
     import tf_keras
     return (f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, TensorFlow {tf.__version__}, "
             f"tf-keras {tf_keras.__version__}, TFDS {tfds.__version__}")
+
+
+def write_report(lines, out, name):
+    """The report's Markdown `lines`, printed and written to <out>/<name>; returns the text."""
+    report = "\n".join(lines) + "\n"
+    print("\n" + report)
+    (pathlib.Path(out) / name).write_text(report)
+    return report
+
+
+def bench_parser(description, out):
+    """A benchmark script's command line: --quick (a smoke run), --out (default bench/results/<out>) and the data
+    flags; the script adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 examples, 1 epoch, 1 seed")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / out), help="runs and results")
+    add_data_args(parser)
+    return parser
+
+
+def over_seeds(runs):
+    """(mean test accuracy, its standard deviation, training seconds of each run) of one recipe's runs."""
+    accuracies = [m["test_accuracy"] for m in runs]
+    spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    return statistics.mean(accuracies), spread, [m["train_seconds"] for m in runs]

@@ -250,10 +250,7 @@ def where_the_time_goes(args, runs, floor_gflops):
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    started = time.time()
-    load_before = anatomy.load_average()
-    floor_gflops = anatomy.floors()  # {number format: GFLOP/s}: each run is compared with its own format's
-    floor = anatomy.floor_line(floor_gflops)
+    started, load_before, floor_gflops, floor = anatomy.start()
     runs = training(args)
     sections = [("Training", training_table(runs, args.models))]
     if "ablation" not in args.skip:

@@ -17,14 +17,13 @@ after), every run, the means and the ratio, then where the time goes (bench/anat
 Runs go to bench/results/speedrun/.
 """
 
-import argparse
 import os
 import pathlib
 import statistics
 import sys
 import time
 
-from common import ROOT, add_data_args, load_split, machine, train
+from common import bench_parser, load_split, machine, over_seeds, train, write_report
 from trainer.storage import outputs  # noqa: I100
 
 import anatomy  # noqa: I100
@@ -41,8 +40,7 @@ def full_strong_seconds(run, epochs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = bench_parser(__doc__.split("\n\n")[0], "speedrun")
     parser.add_argument("--seeds", default="1,2,3,4,5")
     parser.add_argument("--strong_seeds", default="1")
     parser.add_argument("--strong_epochs", type=int, default=0, help="train N of the strong recipe's epochs and "
@@ -50,16 +48,11 @@ def main(argv=None):
     parser.add_argument("--skip_anatomy", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="read the runs already finished in --out instead of "
                                                              "training them again (a benchmark cut short)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "speedrun"))
-    add_data_args(parser)
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s][:1 if args.quick else None]
     strong_seeds = [int(s) for s in args.strong_seeds.split(",") if s][:1 if args.quick else None]
     os.makedirs(args.out, exist_ok=True)
-    started = time.time()
-    load_before = anatomy.load_average()
-    floor_gflops = anatomy.floors()  # {number format: GFLOP/s}: each run is compared with its own format's
-    floor = anatomy.floor_line(floor_gflops)
+    started, load_before, floor_gflops, floor = anatomy.start()
 
     def run(name, *flags):
         if args.reuse:
@@ -90,15 +83,13 @@ def main(argv=None):
     for m in runs + strong_runs:
         lines.append(f"| {m['recipe']} | {m['model']} | {m['seed']} | {m['epochs']} | {m['train_seconds']:.1f} | "
                      f"{m['test_accuracy']:.4f} | {m['test_loss']:.4f} |")
-    accuracies = [m["test_accuracy"] for m in runs]
-    seconds = [m["train_seconds"] for m in runs]
-    spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    accuracy, spread, seconds = over_seeds(runs)
     strong_seconds = statistics.mean(full_strong_seconds(m, strong_epochs) for m in strong_runs)
     estimated = any(len(m["history"]) < strong_epochs for m in strong_runs)
     how = f" (estimated from {strong_runs[0]['epochs']} of its {strong_epochs} epochs)" if estimated else ""
     ratio = strong_seconds / statistics.mean(seconds)
-    met = statistics.mean(accuracies) >= TARGET and ratio >= 4
-    lines += ["", f"Speedrun, mean over {len(runs)} seed(s): test accuracy {statistics.mean(accuracies):.4f} ± "
+    met = accuracy >= TARGET and ratio >= 4
+    lines += ["", f"Speedrun, mean over {len(runs)} seed(s): test accuracy {accuracy:.4f} ± "
                   f"{spread:.4f}, training {statistics.mean(seconds):.1f} s (max {max(seconds):.1f} s) per seed.",
               f"Strong recipe: {strong_seconds:.0f} s of training per seed{how}; "
               f"strong / speedrun = **{ratio:.1f}×** (goal ≥ 4×, stretch ≥ 8×; accuracy goal ≥ {TARGET}): "
@@ -110,9 +101,7 @@ def main(argv=None):
         groups = {("speedrun", "speedrun"): runs, ("vgg", "strong"): strong_runs}
         lines += ["", "Where the time goes (bench/anatomy.py):", "",
                   anatomy.table(groups, floor_gflops, train_split, test_images)]
-    report = "\n".join(lines) + "\n"
-    print("\n" + report)
-    (pathlib.Path(args.out) / "speedrun.md").write_text(report)
+    write_report(lines, args.out, "speedrun.md")
 
 
 if __name__ == "__main__":

@@ -10,26 +10,21 @@ evaluated once, at the end of each run (the recipe was tuned with `--validation_
 not read off the middle of a longer one. Prints a Markdown table; runs go to bench/results/strong/.
 """
 
-import argparse
 import os
-import pathlib
 import statistics
 import sys
 
-from common import ROOT, add_data_args, machine, train
+from common import bench_parser, machine, over_seeds, train, write_report
 
 TARGET = 0.93
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = bench_parser(__doc__.split("\n\n")[0], "strong")
     parser.add_argument("--model", default="vgg")
     parser.add_argument("--recipe", default="strong")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--short_epochs", type=int, default=9, help="the short schedule for the time to 0.93; 0: none")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "strong"))
-    add_data_args(parser)
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s][:1 if args.quick else None]
     os.makedirs(args.out, exist_ok=True)
@@ -46,18 +41,14 @@ def main(argv=None):
     for m in runs + ([short] if short else []):
         lines.append(f"| {m['model']} {m['recipe']} | {m['seed']} | {m['epochs']} | {m['train_seconds']:.0f} | "
                      f"{m['test_accuracy']:.4f} | {m['test_loss']:.4f} |")
-    accuracies = [m["test_accuracy"] for m in runs]
-    seconds = [m["train_seconds"] for m in runs]
-    spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-    lines += ["", f"Mean over {len(runs)} seed(s): test accuracy {statistics.mean(accuracies):.4f} ± {spread:.4f}, "
+    accuracy, spread, seconds = over_seeds(runs)
+    lines += ["", f"Mean over {len(runs)} seed(s): test accuracy {accuracy:.4f} ± {spread:.4f}, "
                   f"training {statistics.mean(seconds):.0f} s (max {max(seconds):.0f} s) per seed."]
     if short:
         reached = "reaches" if short["test_accuracy"] >= TARGET else "does not reach"
         lines.append(f"Time to {TARGET}: the {short['epochs']}-epoch schedule {reached} it "
                      f"({short['test_accuracy']:.4f}) in {short['train_seconds']:.0f} s of training.")
-    report = "\n".join(lines) + "\n"
-    print("\n" + report)
-    (pathlib.Path(args.out) / "strong.md").write_text(report)
+    write_report(lines, args.out, "strong.md")
 
 
 if __name__ == "__main__":
