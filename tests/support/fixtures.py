@@ -73,3 +73,19 @@ def two_runs(tmp_path):
     """Two finished runs for the comparison report (`support.runs.write_two_runs`): (mlp, cnn)."""
     from support.runs import write_two_runs
     return write_two_runs(tmp_path)
+
+
+@pytest.fixture
+def placeholder_saved_model(monkeypatch):
+    """train.run's SavedModel export replaced by an empty saved_model/ folder: for the modules that test backups,
+    stops and resumes, whose assertions never read the SavedModel (the export is a second or more of tracing per
+    run, and those modules make dozens of runs). The SavedModel itself is tested where it is read: test_train,
+    test_export, test_predict, test_speedrun, test_precision."""
+    import os
+    from trainer.training import train
+
+    def placeholder(model, input_shape, path, test_time_augmentation="none"):
+        os.makedirs(path)
+        with open(os.path.join(path, "PLACEHOLDER"), "w") as f:
+            f.write("the tests' placeholder for the SavedModel (support/fixtures.py)\n")
+    monkeypatch.setattr(train.signatures, "export_saved_model", placeholder)

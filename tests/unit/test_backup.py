@@ -20,6 +20,9 @@ from trainer.training import train
 from trainer.resilience import checkpoints, history, lease, signals
 from trainer.errors import RetryableError, UserError
 
+# They read backups, weights and metrics, never the SavedModel (support/fixtures.py).
+pytestmark = pytest.mark.usefixtures("placeholder_saved_model")
+
 
 def test_an_intact_backup_is_left_as_it_is(tmp_path):
     saved_backup(tmp_path)

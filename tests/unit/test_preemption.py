@@ -18,6 +18,9 @@ from support.data import splits, train_in_process
 from trainer.training import train
 from trainer.resilience import callback_state, checkpoints, signals
 
+# They read backups, weights and metrics, never the SavedModel (support/fixtures.py).
+pytestmark = pytest.mark.usefixtures("placeholder_saved_model")
+
 
 # ---- the exit-code contract, literally ------------------------------------------------------------------------
 

@@ -15,6 +15,9 @@ import tf_keras
 from support.data import splits, train_in_process
 from trainer.resilience import checkpoints, signals
 
+# They read backups, weights and metrics, never the SavedModel (support/fixtures.py).
+pytestmark = pytest.mark.usefixtures("placeholder_saved_model")
+
 SETTINGS = dict(model="mlp", recipe="seed", epochs=2, batch_size=64)
 
 

@@ -68,6 +68,7 @@ def test_saved_model_reproduces_test_accuracy_from_raw_uint8_images(cnn_run, fas
     assert np.mean(kept["class_id"] == out["class_id"].numpy()) > 0.999
 
 
+@pytest.mark.usefixtures("placeholder_saved_model")  # reads no SavedModel
 def test_overwrite_replaces_a_finished_run(cnn_run, fashion, tmp_path):
     for name in os.listdir(cnn_run):
         (shutil.copytree if (cnn_run / name).is_dir() else shutil.copy)(cnn_run / name, tmp_path / name)
@@ -76,6 +77,7 @@ def test_overwrite_replaces_a_finished_run(cnn_run, fashion, tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no staging left behind
 
 
+@pytest.mark.usefixtures("placeholder_saved_model")  # reads no SavedModel
 def test_mirrored_over_two_cpu_devices_trains_like_one_device(fashion, tmp_path):
     data = splits(fashion, 2000, test_examples=1000)
     common = dict(model="mlp", recipe="seed", epochs=2, batch_size=64)
@@ -89,6 +91,7 @@ def test_mirrored_over_two_cpu_devices_trains_like_one_device(fashion, tmp_path)
         assert b["loss"] == pytest.approx(a["loss"], rel=0.02)
 
 
+@pytest.mark.usefixtures("placeholder_saved_model")  # reads no SavedModel
 def test_fast_recipe_trains_far_above_chance_on_a_short_budget(fashion, tmp_path):
     # The recipe's own epochs, schedule and settings, on 5,000 examples: the CI check of `--recipe=fast`.
     m = train_in_process(tmp_path, splits(fashion, 5000, test_examples=2000), model="mlp", recipe="fast")
@@ -98,6 +101,7 @@ def test_fast_recipe_trains_far_above_chance_on_a_short_budget(fashion, tmp_path
     assert m["history"][-1]["loss"] < m["history"][0]["loss"]
 
 
+@pytest.mark.usefixtures("placeholder_saved_model")  # reads no SavedModel
 def test_any_recipe_setting_is_overridden_and_recorded(fashion, tmp_path):
     m = train_in_process(tmp_path, splits(fashion, 500, test_examples=500), model="mlp", recipe="fast", epochs=1,
                          label_smoothing=0.0, schedule="constant", max_shift=1)
@@ -108,6 +112,7 @@ def test_any_recipe_setting_is_overridden_and_recorded(fashion, tmp_path):
     assert m["flags"]["max_shift"] == 1
 
 
+@pytest.mark.usefixtures("placeholder_saved_model")  # reads no SavedModel
 def test_validation_split_holds_out_the_last_training_examples(fashion, tmp_path):
     m = train_in_process(tmp_path, splits(fashion, 1000, validation_split=0.2), model="mlp", recipe="seed",
                          epochs=2, validation_split=0.2)
@@ -138,6 +143,7 @@ def test_strong_recipe_exports_a_model_that_averages_its_test_time_views(fashion
     assert np.abs(by_hand - loaded.model(tf.constant(scaled)).numpy()).max() > 2e-5
 
 
+@pytest.mark.usefixtures("placeholder_saved_model")  # reads no SavedModel
 def test_early_stopping_ends_a_run_that_stops_improving_and_keeps_the_best_epoch(fashion, tmp_path):
     # A learning rate far too high: validation accuracy soon stops improving, so patience 1 ends the run early.
     m = train_in_process(tmp_path, splits(fashion, 1000, validation_split=0.2, test_examples=1000), model="mlp",

@@ -14,6 +14,9 @@ from trainer.training import optimization
 from trainer.config import recipes
 from trainer.resilience import checkpoints, signals
 
+# They read backups, weights and metrics, never the SavedModel (support/fixtures.py).
+pytestmark = pytest.mark.usefixtures("placeholder_saved_model")
+
 # 1,000 examples at batch 64: 16 steps an epoch, 4 executions of 4 steps; per-epoch backups, as launchers run.
 SETTINGS = dict(model="mlp", recipe="seed", epochs=3, batch_size=64, steps_per_execution=4, ema_momentum=0.9)
 
