@@ -1,4 +1,4 @@
-"""The one shape of every command (`trainer.commands`): its settings as flags, then `run` -> an exit status.
+"""The one shape of every command (`trainer.commands`): its settings as flags, then `main(argv)` -> an exit status.
 
 - Flags are declared once, as settings (`trainer.config.declare`), and become absl flags (`trainer.config.flags`),
   with their checks run while the command line is parsed: a wrong command fails in a second, before TensorFlow is
@@ -20,6 +20,7 @@ from trainer.monitoring import logs
 from trainer.errors import FINISHED, PERMANENT, RETRY, RetryableError, UserError
 
 HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
+
 
 def report(program, message, status=PERMANENT):
     """Prints the one-line error of the contract; returns `status`."""
@@ -49,8 +50,8 @@ def leave(status, hard=False):
 class Command:
     """One entry point: its name, its usage line and its settings.
 
-    `flag_values`: where its flags live. The trainer's are absl's global FLAGS (`trainer.config.flags` defines them on
-    import, and absl's own logging flags sit beside them); every other command gets flags of its own, defined from
+    `flag_values`: where its flags live. The trainer's are absl's global FLAGS (`trainer.config.flags.define_trainer_flags`
+    defines them, and absl's own logging flags sit beside them); every other command gets flags of its own, defined from
     `settings` on first use, so that several commands can be parsed in one process (the tests do).
     """
 

@@ -7,8 +7,6 @@ FLAGS, beside absl's logging flags; recipe settings default to None there: "the 
 
 from absl import flags
 
-from trainer.config import run_config
-
 FLAGS = flags.FLAGS
 
 _DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
@@ -35,7 +33,9 @@ def define(declared, flag_values=flags.FLAGS, recipe_field=False, module_name=No
 
 
 def define_trainer_flags(flag_values=FLAGS):
-    """The trainer's flags, the job's settings and the recipe's (`trainer.config.run_config`), defined once."""
+    """The trainer's flags, the job's settings and the recipe's (`trainer.config.run_config`), defined once.
+    (run_config is imported here: every command's `cli` needs `define`, only the trainer's needs run_config.)"""
+    from trainer.config import run_config
     if "recipe" in flag_values:
         return
     for declared in run_config.job_settings():
