@@ -50,9 +50,10 @@ def leave(status, hard=False):
 class Command:
     """One entry point: its name, its usage line and its settings.
 
-    `flag_values`: where its flags live. The trainer's are absl's global FLAGS (`trainer.config.flags.define_trainer_flags`
-    defines them, and absl's own logging flags sit beside them); every other command gets flags of its own, defined from
-    `settings` on first use, so that several commands can be parsed in one process (the tests do).
+    `flag_values`: where its flags live. The trainer's are absl's global FLAGS
+    (`trainer.config.flags.define_trainer_flags` defines them, and absl's own logging flags sit beside them); every
+    other command gets flags of its own, defined from `settings` on first use, so that several commands can be parsed
+    in one process (the tests do).
     """
 
     def __init__(self, program, usage, description="", settings=(), flag_values=None, help_module=None):
